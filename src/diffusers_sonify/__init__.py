@@ -1,0 +1,9 @@
+"""diffusers-sonify: audio-to-image diffusion trained without real audio-visual pairs."""
+
+from .models import AudioProjectionModel
+from .pipelines import AudioToImagePipeline, AudioToImagePipelineOutput
+
+
+__version__ = "0.1.0"
+
+__all__ = ["AudioProjectionModel", "AudioToImagePipeline", "AudioToImagePipelineOutput", "__version__"]

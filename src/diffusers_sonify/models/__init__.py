@@ -1,0 +1,5 @@
+from .audio_encoders import encode_audio_features
+from .audio_projection import AudioProjectionModel
+
+
+__all__ = ["AudioProjectionModel", "encode_audio_features"]

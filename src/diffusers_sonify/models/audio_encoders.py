@@ -1,0 +1,72 @@
+"""Run a transformers audio model and return its pooled and token-level outputs in one form.
+
+Supported encoders (all from transformers): `ClapModel`, `ClapAudioModelWithProjection`, `ClapAudioModel`,
+`ASTModel` and, generally, any audio model whose forward takes `input_features` or `input_values` and returns
+`last_hidden_state` (+ optionally `pooler_output` / `audio_embeds`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AudioFeatures:
+    """Encoder outputs before the adapter.
+
+    Attributes:
+        pooled (`torch.Tensor` of shape `(batch, pooled_dim)`): one vector per clip (CLAP: the projected
+            512-d audio embedding; AST: the pooled [CLS]/distillation vector).
+        hidden_states (`torch.Tensor` of shape `(batch, seq, hidden_dim)`): the last hidden layer as a token
+            sequence (CLAP's 4-D feature map is flattened over its two spatial axes).
+    """
+
+    pooled: torch.Tensor
+    hidden_states: torch.Tensor
+
+
+def audio_input_name(audio_encoder: torch.nn.Module) -> str:
+    """The name of the tensor argument the encoder's forward takes (`input_features` or `input_values`)."""
+    module = audio_encoder.audio_model if hasattr(audio_encoder, "get_audio_features") else audio_encoder
+    params = inspect.signature(module.forward).parameters
+    for name in ("input_features", "input_values"):
+        if name in params:
+            return name
+    raise TypeError(
+        f"{type(audio_encoder).__name__} takes neither `input_features` nor `input_values`; "
+        "pass a transformers audio model such as ClapModel, ClapAudioModelWithProjection or ASTModel."
+    )
+
+
+def _as_token_sequence(hidden: torch.Tensor) -> torch.Tensor:
+    if hidden.ndim == 4:  # CLAP/HTSAT: (batch, channels, freq, time) feature map
+        return hidden.flatten(2).transpose(1, 2)
+    if hidden.ndim != 3:
+        raise ValueError(f"Expected 3-D or 4-D hidden states from the audio encoder, got shape {tuple(hidden.shape)}.")
+    return hidden
+
+
+def encode_audio_features(audio_encoder: torch.nn.Module, inputs: torch.Tensor) -> AudioFeatures:
+    """Encode feature-extractor output with a transformers audio model.
+
+    Args:
+        audio_encoder: a transformers audio model (see module docstring).
+        inputs (`torch.Tensor`): the feature extractor's `input_features` / `input_values`, already on the
+            encoder's device and dtype.
+    """
+    name = audio_input_name(audio_encoder)
+    if hasattr(audio_encoder, "get_audio_features"):  # full ClapModel: audio tower + projection head
+        out = audio_encoder.audio_model(**{name: inputs})
+        pooled = audio_encoder.audio_projection(out.pooler_output)
+        return AudioFeatures(pooled=pooled, hidden_states=_as_token_sequence(out.last_hidden_state))
+    out = audio_encoder(**{name: inputs})
+    pooled = getattr(out, "audio_embeds", None)
+    if pooled is None:
+        pooled = getattr(out, "pooler_output", None)
+    hidden = _as_token_sequence(out.last_hidden_state)
+    if pooled is None:
+        pooled = hidden.mean(dim=1)
+    return AudioFeatures(pooled=pooled, hidden_states=hidden)

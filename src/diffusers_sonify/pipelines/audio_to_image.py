@@ -1,0 +1,465 @@
+"""`AudioToImagePipeline`: sound in, image out, with a Stable-Diffusion-style UNet."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from diffusers.models import AutoencoderKL, UNet2DConditionModel
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.utils import BaseOutput, logging
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModel, CLIPTokenizer, PreTrainedModel, SequenceFeatureExtractor
+
+from ..audio import prepare_waveform
+from ..models.audio_encoders import audio_input_name, encode_audio_features
+from ..models.audio_projection import AudioProjectionModel
+
+
+logger = logging.get_logger(__name__)
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import diffusers_sonify  # registers the pipeline's classes for loading
+        >>> from diffusers_sonify import AudioToImagePipeline
+
+        >>> pipe = AudioToImagePipeline.from_pretrained("org/sonify")
+        >>> image = pipe("rain_on_a_window.wav", num_inference_steps=25, guidance_scale=4.0).images[0]
+        >>> # several sounds, one picture: semantic mixing
+        >>> image = pipe(["dog.wav", "bell.wav"], audio_weights=[0.7, 0.3]).images[0]
+        >>> image.save("heard.png")
+        ```
+"""
+
+MIN_AUDIO_SECONDS = 0.1  # shorter clips give the feature extractors only a handful of STFT frames
+
+
+@dataclass
+class AudioToImagePipelineOutput(BaseOutput):
+    """
+    Args:
+        images (`list[PIL.Image.Image]`, `np.ndarray` of shape `(batch, height, width, 3)` or `torch.Tensor` of
+            shape `(batch, 3, height, width)`): the generated images, as chosen by `output_type`.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def _as_list(audio) -> list:
+    if isinstance(audio, (list, tuple)):
+        return list(audio)
+    return [audio]
+
+
+class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    r"""Generate images from sounds.
+
+    An audio encoder (a transformers model such as `ClapModel`, `ClapAudioModelWithProjection` or `ASTModel`)
+    encodes the sound; an [`AudioProjectionModel`] turns its outputs into cross-attention tokens for a
+    `UNet2DConditionModel`. With a text encoder present, text tokens are placed before the audio tokens and audio and
+    text guidance have separate scales.
+
+    Args:
+        unet ([`UNet2DConditionModel`]): the denoiser; its `cross_attention_dim` is the adapter's token width.
+        scheduler ([`SchedulerMixin`]): a diffusers scheduler, e.g. `DDIMScheduler`.
+        audio_encoder ([`~transformers.PreTrainedModel`]): the audio model.
+        feature_extractor ([`~transformers.SequenceFeatureExtractor`]): its feature extractor; its `sampling_rate`
+            is the rate every input is resampled to.
+        audio_projection ([`AudioProjectionModel`]): the adapter.
+        vae ([`AutoencoderKL`], *optional*): latent diffusion when given; pixel-space diffusion when `None`.
+        text_encoder ([`~transformers.CLIPTextModel`], *optional*) and tokenizer
+            ([`~transformers.CLIPTokenizer`], *optional*): enable the `prompt` argument.
+    """
+
+    model_cpu_offload_seq = "text_encoder->audio_encoder->audio_projection->unet->vae"
+    _optional_components = ["vae", "text_encoder", "tokenizer"]
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
+        audio_encoder: PreTrainedModel,
+        feature_extractor: SequenceFeatureExtractor,
+        audio_projection: AudioProjectionModel,
+        vae: AutoencoderKL | None = None,
+        text_encoder: CLIPTextModel | None = None,
+        tokenizer: CLIPTokenizer | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            unet=unet,
+            scheduler=scheduler,
+            audio_encoder=audio_encoder,
+            feature_extractor=feature_extractor,
+            audio_projection=audio_projection,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+        )
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    # ------------------------------------------------------------------ checks
+    @property
+    def spatial_multiple(self) -> int:
+        """Height and width must be multiples of this: VAE downsampling times UNet downsampling."""
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1) if self.unet is not None else 1
+        return self.vae_scale_factor * unet_factor
+
+    @property
+    def max_audio_seconds(self) -> float | None:
+        """Longer clips are cropped to their first `max_audio_seconds`: all the feature extractor would keep."""
+        fe = self.feature_extractor
+        if getattr(fe, "nb_max_samples", None):  # CLAP: max_length_s * sampling_rate
+            return fe.nb_max_samples / fe.sampling_rate
+        if getattr(fe, "max_length", None):  # AST: frames at a 10 ms hop
+            return fe.max_length / 100.0
+        return None
+
+    def check_inputs(
+        self,
+        audio,
+        audio_embeds,
+        audio_weights,
+        prompt,
+        negative_prompt,
+        negative_audio,
+        negative_audio_embeds,
+        height,
+        width,
+        guidance_scale,
+        text_guidance_scale,
+        num_inference_steps,
+        num_images_per_prompt,
+        callback_on_step_end_tensor_inputs,
+    ):
+        if (audio is None) == (audio_embeds is None):
+            raise ValueError("Pass exactly one of `audio` (sounds) or `audio_embeds` (from `encode_audio`).")
+        if negative_audio is not None and negative_audio_embeds is not None:
+            raise ValueError("Pass at most one of `negative_audio` and `negative_audio_embeds`.")
+        if audio_embeds is not None and (not isinstance(audio_embeds, torch.Tensor) or audio_embeds.ndim != 3):
+            raise ValueError("`audio_embeds` must be a 3-D tensor `(batch, tokens, dim)` as returned by `encode_audio`.")
+        if audio_weights is not None:
+            if audio is None:
+                raise ValueError(
+                    "`audio_weights` mixes a list of sounds; with precomputed embeddings use `mix_audio_embeds`."
+                )
+            weights = np.asarray(audio_weights, dtype=np.float64)
+            n = len(_as_list(audio))
+            if weights.ndim != 1 or len(weights) != n:
+                raise ValueError(f"`audio_weights` has {weights.size} weights for {n} sounds; pass one weight per sound.")
+            if not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError(f"`audio_weights` must be finite and non-negative, got {list(audio_weights)}.")
+            if weights.sum() == 0:
+                raise ValueError("`audio_weights` are all zero; give at least one sound a positive weight.")
+        if (prompt is not None or negative_prompt is not None) and self.text_encoder is None:
+            raise ValueError("`prompt` needs a pipeline with `text_encoder` and `tokenizer`; this one has none.")
+        if prompt is not None and not isinstance(prompt, (str, list)):
+            raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (not isinstance(value, int) or value <= 0 or value % self.spatial_multiple):
+                raise ValueError(
+                    f"`{name}`={value!r} must be a positive multiple of {self.spatial_multiple} (VAE scale factor "
+                    f"{self.vae_scale_factor} x UNet downsampling); e.g. {self.spatial_multiple * 8}."
+                )
+        for name, value in (("guidance_scale", guidance_scale), ("text_guidance_scale", text_guidance_scale)):
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0 (1.0 disables guidance), got {value}.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
+        bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {bad}.")
+
+    # ------------------------------------------------------------------ audio
+    def prepare_audio(self, audio, sampling_rate: int | None = None, arg: str = "audio") -> list[np.ndarray]:
+        """Validate and convert sounds to mono float32 arrays at the feature extractor's rate.
+
+        Args:
+            audio: one clip or a list of clips; each a numpy array / tensor `(samples,)` or `(channels, samples)`,
+                or a path to an audio file. Clips longer than `max_audio_seconds` are cropped to their start.
+            sampling_rate (`int`, *optional*): the rate of array/tensor clips in Hz (required for them).
+        """
+        clips = _as_list(audio)
+        if not clips:
+            raise ValueError(f"`{arg}` is an empty list; pass at least one sound.")
+        target_sr = self.feature_extractor.sampling_rate
+        return [
+            prepare_waveform(
+                clip,
+                target_sr=target_sr,
+                sampling_rate=sampling_rate,
+                max_seconds=self.max_audio_seconds,
+                min_seconds=MIN_AUDIO_SECONDS,
+                arg=arg if len(clips) == 1 else f"{arg}[{i}]",
+            )
+            for i, clip in enumerate(clips)
+        ]
+
+    @torch.no_grad()
+    def encode_audio(
+        self,
+        audio,
+        sampling_rate: int | None = None,
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+    ) -> torch.Tensor:
+        r"""Encode sounds into conditioning tokens. Needs only `feature_extractor`, `audio_encoder` and
+        `audio_projection`; the UNet and VAE may be absent.
+
+        Args:
+            audio: see [`~AudioToImagePipeline.prepare_audio`].
+            sampling_rate (`int`, *optional*): rate of array/tensor inputs in Hz.
+            device (`torch.device`, *optional*): where to run the audio models (default: the encoder's device).
+            num_images_per_prompt (`int`): each sound's tokens are repeated this many times.
+
+        Returns:
+            `torch.Tensor` `audio_embeds` of shape `(batch * num_images_per_prompt, num_tokens, cross_attention_dim)`.
+        """
+        waveforms = self.prepare_audio(audio, sampling_rate)
+        return self._encode_waveforms(waveforms, device).repeat_interleave(num_images_per_prompt, dim=0)
+
+    def _encode_waveforms(self, waveforms: list[np.ndarray], device=None) -> torch.Tensor:
+        device = device or self.audio_encoder.device
+        features = self.feature_extractor(
+            waveforms, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="pt"
+        )
+        inputs = features[audio_input_name(self.audio_encoder)].to(device=device, dtype=self.audio_encoder.dtype)
+        encoded = encode_audio_features(self.audio_encoder, inputs)
+        proj_dtype = self.audio_projection.dtype
+        return self.audio_projection(
+            pooled=encoded.pooled.to(proj_dtype), hidden_states=encoded.hidden_states.to(proj_dtype)
+        )
+
+    @staticmethod
+    def mix_audio_embeds(audio_embeds: torch.Tensor, weights) -> torch.Tensor:
+        r"""Semantic mixing: the weighted mean of several sounds' tokens, `(n, tokens, dim)` -> `(1, tokens, dim)`.
+        Weights are normalised to sum to one."""
+        w = torch.as_tensor(weights, dtype=audio_embeds.dtype, device=audio_embeds.device)
+        w = w / w.sum()
+        return (w.view(-1, 1, 1) * audio_embeds).sum(dim=0, keepdim=True)
+
+    @staticmethod
+    def interpolate_audio_embeds(start: torch.Tensor, end: torch.Tensor, weight: float) -> torch.Tensor:
+        r"""Linear interpolation from `start` (weight 0) to `end` (weight 1) between two `encode_audio` results;
+        sweep `weight` to morph one sound's picture into another's."""
+        return torch.lerp(start, end, float(weight))
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str | list[str], device: torch.device, num_images_per_prompt: int = 1):
+        r"""Encode text with the optional CLIP text encoder -> `(batch * num_images_per_prompt, seq, dim)`."""
+        prompt = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids = self.tokenizer(
+            prompt,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        embeds = self.text_encoder(ids)[0].to(self.unet.dtype)
+        return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+
+    # ------------------------------------------------------------------ latents
+    def prepare_latents(self, batch_size, height, width, dtype, device, generator, latents=None):
+        channels = self.unet.config.in_channels
+        shape = (batch_size, channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per image.")
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}.")
+        else:
+            latents = latents.to(device=device, dtype=dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:  # pixel-space diffusion: the sample already is the image in [-1, 1]
+            return latents
+        return self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(
+        self,
+        audio=None,
+        sampling_rate: int | None = None,
+        audio_weights: list[float] | None = None,
+        prompt: str | list[str] | None = None,
+        negative_audio=None,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 4.0,
+        text_guidance_scale: float = 7.5,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        negative_audio_embeds: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        r"""Generate images from sounds.
+
+        Args:
+            audio: one sound or a list of sounds (numpy array / torch tensor `(samples,)` or `(channels, samples)`,
+                or a path to an audio file). A list is a batch, one image set per sound, unless `audio_weights`
+                is given. Clips longer than `max_audio_seconds` are cropped to their start.
+            sampling_rate (`int`, *optional*): rate of array inputs in Hz; resampled to the feature extractor's.
+            audio_weights (`list[float]`, *optional*): mix all sounds of `audio` into ONE image, weighting their
+                tokens (normalised to sum to one).
+            prompt (`str` or `list[str]`, *optional*): text to combine with the sound (needs a text encoder).
+            negative_audio, negative_prompt: what to steer away from; default: the adapter's learned null tokens
+                and the empty prompt.
+            height, width (`int`, *optional*): output size, multiples of `spatial_multiple`.
+            num_inference_steps (`int`): denoising steps.
+            guidance_scale (`float`): audio classifier-free guidance; <= 1 disables it (no unconditional pass).
+            text_guidance_scale (`float`): text guidance, used only when `prompt` is given.
+            num_images_per_prompt (`int`): images per sound.
+            eta (`float`): DDIM eta, passed to schedulers that accept it.
+            generator (`torch.Generator` or list of them, *optional*): for reproducible sampling.
+            latents (`torch.Tensor`, *optional*): initial noise `(batch, channels, h, w)`.
+            audio_embeds, negative_audio_embeds (`torch.Tensor`, *optional*): precomputed `encode_audio` outputs.
+            output_type (`str`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
+            return_dict (`bool`): return an [`AudioToImagePipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, tensors)` after
+                each step; may return replacements for `callback_on_step_end_tensor_inputs` (default `["latents"]`).
+
+        Examples:
+        """
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        # 1. Check inputs (nothing below runs a model before every argument has been validated)
+        self.check_inputs(
+            audio, audio_embeds, audio_weights, prompt, negative_prompt, negative_audio, negative_audio_embeds,
+            height, width, guidance_scale, text_guidance_scale, num_inference_steps, num_images_per_prompt,
+            callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
+        waveforms = self.prepare_audio(audio, sampling_rate) if audio is not None else None
+        neg_waveforms = (
+            self.prepare_audio(negative_audio, sampling_rate, arg="negative_audio") if negative_audio is not None else None
+        )
+        batch_size = 1 if audio_weights is not None else len(waveforms) if waveforms is not None else len(audio_embeds)
+        num_negative = len(neg_waveforms) if neg_waveforms is not None else len(negative_audio_embeds) if negative_audio_embeds is not None else 1
+        if num_negative not in (1, batch_size):
+            raise ValueError(f"Got {num_negative} negative sounds for {batch_size} sounds; pass 1 or {batch_size}.")
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        device = self._execution_device
+        dtype = self.unet.dtype
+
+        # 2. Encode the sounds (and the optional text)
+        if audio_embeds is None:
+            audio_embeds = self._encode_waveforms(waveforms, device)
+            if audio_weights is not None:
+                audio_embeds = self.mix_audio_embeds(audio_embeds, audio_weights)
+        cond_audio = audio_embeds.to(device=device, dtype=dtype)
+        if neg_waveforms is not None:
+            negative_audio_embeds = self._encode_waveforms(neg_waveforms, device)
+        if negative_audio_embeds is None:
+            negative_audio_embeds = self.audio_projection.get_null_audio_embeds(batch_size)
+        neg_audio = negative_audio_embeds.to(device=device, dtype=dtype).expand(batch_size, -1, -1)
+
+        do_audio_cfg = guidance_scale > 1.0
+        do_text_cfg = prompt is not None and text_guidance_scale > 1.0
+        branches = {}
+        if self.text_encoder is not None:
+            prompts = self._per_sound(prompt if prompt is not None else "", batch_size, "prompt")
+            negatives = self._per_sound(negative_prompt if negative_prompt is not None else "", batch_size, "negative_prompt")
+            text = self.encode_prompt(prompts, device)
+            neg_text = self.encode_prompt(negatives, device) if do_text_cfg else None
+            branches["cond"] = torch.cat([text, cond_audio], dim=1)
+            if do_audio_cfg:
+                branches["no_audio"] = torch.cat([text, neg_audio], dim=1)
+            if do_text_cfg:
+                branches["no_text"] = torch.cat([neg_text, neg_audio if do_audio_cfg else cond_audio], dim=1)
+        else:
+            branches["cond"] = cond_audio
+            if do_audio_cfg:
+                branches["no_audio"] = neg_audio
+        branches = {k: v.repeat_interleave(num_images_per_prompt, dim=0) for k, v in branches.items()}
+        encoder_hidden_states = torch.cat(list(branches.values()), dim=0)
+
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 4. Initial noise
+        total = batch_size * num_images_per_prompt
+        latents = self.prepare_latents(total, height, width, self.unet.dtype, device, generator, latents)
+        step_kwargs = {}
+        if "eta" in self.scheduler.step.__code__.co_varnames:
+            step_kwargs["eta"] = eta
+        if "generator" in self.scheduler.step.__code__.co_varnames:
+            step_kwargs["generator"] = generator
+
+        # 5. Denoising loop
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                model_input = torch.cat([latents] * len(branches))
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise = self.unet(model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+                preds = dict(zip(branches, noise.chunk(len(branches))))
+                noise_pred = self._guide(preds, guidance_scale, text_guidance_scale)
+                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    tensors = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    out = callback_on_step_end(self, i, t, tensors) or {}
+                    latents = out.pop("latents", latents)
+                progress_bar.update()
+
+        # 6. Decode and post-process
+        if output_type == "latent":
+            images = latents
+        else:
+            decoded = self._decode(latents)
+            images = self.image_processor.postprocess(decoded, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return AudioToImagePipelineOutput(images=images)
+
+    @staticmethod
+    def _guide(preds: dict[str, torch.Tensor], guidance_scale: float, text_guidance_scale: float) -> torch.Tensor:
+        cond = preds["cond"]
+        if "no_audio" in preds and "no_text" in preds:
+            # compositional guidance: text direction from the null branch, audio direction on top of the text
+            return (
+                preds["no_text"]
+                + text_guidance_scale * (preds["no_audio"] - preds["no_text"])
+                + guidance_scale * (cond - preds["no_audio"])
+            )
+        if "no_audio" in preds:
+            return preds["no_audio"] + guidance_scale * (cond - preds["no_audio"])
+        if "no_text" in preds:
+            return preds["no_text"] + text_guidance_scale * (cond - preds["no_text"])
+        return cond
+
+    @staticmethod
+    def _per_sound(prompt: str | list[str], batch_size: int, name: str) -> list[str]:
+        if isinstance(prompt, str):
+            return [prompt] * batch_size
+        if len(prompt) != batch_size:
+            raise ValueError(f"`{name}` has {len(prompt)} entries for {batch_size} sounds; pass one string or one per sound.")
+        return list(prompt)
+
+
+AudioToImagePipeline.__call__.__doc__ += EXAMPLE_DOC_STRING
