@@ -57,6 +57,7 @@ def tiny_clap_audio(seed: int = 0, projection_dim: int = 16, max_length_s: int =
         sampling_rate=TINY_SAMPLING_RATE,
         hop_length=160,
         fft_window_size=400,
+        frequency_max=TINY_SAMPLING_RATE // 2,
         max_length_s=max_length_s,
         truncation="rand_trunc",
         padding="repeatpad",

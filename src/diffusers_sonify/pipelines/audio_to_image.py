@@ -95,6 +95,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         tokenizer: CLIPTokenizer | None = None,
     ):
         super().__init__()
+        if audio_encoder is not None:
+            audio_input_name(audio_encoder)  # fail at construction for an encoder this pipeline cannot drive
         self.register_modules(
             unet=unet,
             scheduler=scheduler,
@@ -421,7 +423,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    tensors = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    available = {"latents": latents}
+                    tensors = {k: available[k] for k in callback_on_step_end_tensor_inputs}
                     out = callback_on_step_end(self, i, t, tensors) or {}
                     latents = out.pop("latents", latents)
                 progress_bar.update()

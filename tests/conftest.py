@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny real-class components (saved once per session) and example sounds."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SR = 16_000
+
+
+def tone(freq: float, seconds: float = 1.0, sr: int = SR, amplitude: float = 0.5) -> np.ndarray:
+    """A sine tone with a short fade, float32 mono."""
+    t = np.arange(int(seconds * sr)) / sr
+    env = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)
+    return (amplitude * env * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def chirp(f0: float, f1: float, seconds: float = 1.0, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
+    return (0.4 * np.sin(phase)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def sounds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "low": tone(220.0),
+        "high": tone(1760.0),
+        "sweep": chirp(300.0, 3000.0),
+        "noise": (0.2 * rng.standard_normal(SR)).astype(np.float32),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe_dir(tmp_path_factory) -> str:
+    """A tiny latent-diffusion AudioToImagePipeline saved once per session."""
+    from diffusers_sonify.tiny import tiny_pipeline
+
+    path = tmp_path_factory.mktemp("tiny_pipe")
+    tiny_pipeline(seed=0).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_pipe(tiny_pipe_dir):
+    from diffusers_sonify import AudioToImagePipeline
+
+    pipe = AudioToImagePipeline.from_pretrained(tiny_pipe_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(0)

@@ -1,0 +1,109 @@
+"""AudioProjectionModel and the audio-encoder adapter layer, across the supported encoder classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    ASTModel,
+    ClapConfig,
+    ClapModel,
+)
+
+from conftest import SR, tone
+from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline
+from diffusers_sonify.models import encode_audio_features
+from diffusers_sonify.tiny import tiny_clap_audio, tiny_pipeline_components
+
+
+@pytest.mark.parametrize("input_type,tokens", [("pooled", 3), ("hidden_states", 5), ("both", 8)])
+def test_projection_token_counts(input_type, tokens):
+    model = AudioProjectionModel(cross_attention_dim=24, pooled_dim=10, hidden_dim=12, input_type=input_type,
+                                 num_pooled_tokens=3, num_hidden_tokens=5)  # fmt: skip
+    out = model(pooled=torch.randn(2, 10), hidden_states=torch.randn(2, 37, 12))
+    assert out.shape == (2, tokens, 24) and model.num_tokens == tokens
+    assert model.get_null_audio_embeds(4).shape == (4, tokens, 24)
+
+
+def test_hidden_tokens_do_not_depend_on_clip_length():
+    model = AudioProjectionModel(cross_attention_dim=16, pooled_dim=None, hidden_dim=8, input_type="hidden_states",
+                                 num_hidden_tokens=4)  # fmt: skip
+    assert model(hidden_states=torch.randn(1, 9, 8)).shape == model(hidden_states=torch.randn(1, 300, 8)).shape
+
+
+def test_projection_config_errors():
+    with pytest.raises(ValueError, match="input_type"):
+        AudioProjectionModel(input_type="mean")
+    with pytest.raises(ValueError, match="needs `pooled_dim`"):
+        AudioProjectionModel(input_type="pooled", pooled_dim=None)
+    with pytest.raises(ValueError, match="pass `hidden_states`"):
+        AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=4)(pooled=torch.randn(1, 4))
+
+
+def test_drop_condition_uses_the_null_tokens():
+    model = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=4)
+    embeds = model(pooled=torch.randn(3, 4), hidden_states=torch.randn(3, 6, 4))
+    dropped = model.drop_condition(embeds, torch.tensor([True, False, True]))
+    torch.testing.assert_close(dropped[0], model.null_audio_embeds[0])
+    torch.testing.assert_close(dropped[2], model.null_audio_embeds[0])
+    torch.testing.assert_close(dropped[1], embeds[1])
+    dropped.sum().backward()  # the null tokens are learned
+    assert model.null_audio_embeds.grad is not None and model.null_audio_embeds.grad.abs().sum() > 0
+
+
+def test_projection_save_load(tmp_path):
+    model = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6, num_pooled_tokens=1)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = AudioProjectionModel.from_pretrained(tmp_path)
+    x, h = torch.randn(2, 4), torch.randn(2, 5, 6)
+    torch.testing.assert_close(loaded(pooled=x, hidden_states=h), model(pooled=x, hidden_states=h))
+    torch.testing.assert_close(loaded.null_audio_embeds, model.null_audio_embeds)
+
+
+def _tiny_ast():
+    torch.manual_seed(0)
+    config = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       max_length=100, num_mel_bins=32)  # fmt: skip
+    return ASTModel(config).eval(), ASTFeatureExtractor(num_mel_bins=32, max_length=100, sampling_rate=SR)
+
+
+def _tiny_clap_full():
+    torch.manual_seed(0)
+    audio, fe = tiny_clap_audio()
+    text = dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                max_position_embeddings=40)  # fmt: skip
+    config = ClapConfig(text_config=text, audio_config=audio.config.to_dict(), projection_dim=16)
+    return ClapModel(config).eval(), fe
+
+
+@pytest.mark.parametrize("build", [_tiny_ast, _tiny_clap_full, tiny_clap_audio], ids=["ASTModel", "ClapModel", "ClapAudioModelWithProjection"])
+def test_pipeline_runs_with_each_encoder_class(build):
+    encoder, fe = build()
+    pooled_dim = encoder.config.projection_dim if hasattr(encoder.config, "projection_dim") else encoder.config.hidden_size
+    hidden_dim = getattr(encoder.config, "audio_config", encoder.config).hidden_size
+    components = tiny_pipeline_components()
+    components.update(
+        audio_encoder=encoder,
+        feature_extractor=fe,
+        audio_projection=AudioProjectionModel(cross_attention_dim=32, pooled_dim=pooled_dim, hidden_dim=hidden_dim,
+                                              num_pooled_tokens=2, num_hidden_tokens=3),  # fmt: skip
+    )
+    pipe = AudioToImagePipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    wave = tone(440.0, seconds=0.8)
+    features = fe([wave], sampling_rate=SR, return_tensors="pt")
+    encoded = encode_audio_features(encoder, next(v for k, v in features.items() if k.startswith("input_")))
+    assert encoded.pooled.shape == (1, pooled_dim) and encoded.hidden_states.shape[-1] == hidden_dim
+    images = pipe(wave, sampling_rate=SR, num_inference_steps=1, output_type="np").images
+    assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
+
+
+def test_unsupported_encoder_is_a_type_error():
+    components = tiny_pipeline_components()
+    components["audio_encoder"] = torch.nn.Linear(3, 3)
+    with pytest.raises(TypeError, match="neither `input_features` nor `input_values`"):
+        AudioToImagePipeline(**components)
