@@ -1,0 +1,458 @@
+"""The whole build: describe -> index -> retrieve -> assemble -> write, each stage cached under `cache_dir`.
+
+Every stage writes its output with `save_to_disk` into a temporary folder renamed into place when complete, so a
+killed build leaves only finished stages/shards and a rerun of the same command resumes from them. Stage keys
+hash the inputs and settings each stage depends on, so changing a setting recomputes that stage and what follows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .assemble import assemble_soundscapes
+from .config import BUILDER_VERSION, DEFAULT_DESCRIBER, BuilderConfig
+from .describe import describe_features, describe_sounds, load_describer, read_prompt
+from .index import embed_audio_corpus, load_embedder
+from .report import BuildReport
+from .retrieve import VLMReranker, assign_clips, rerank, topk_cosine
+from .write import check_repo_id, render_card, replace_folder, write_parquet_shards
+
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_corpus(source: str, split: str = "train", arg: str = "image_dataset"):
+    """Any `datasets` source -> a `Dataset`.
+
+    `source` is a `save_to_disk` folder, a Parquet file or glob (`*.parquet`), `imagefolder:<dir>` /
+    `audiofolder:<dir>`, or anything `load_dataset` accepts (Hub id, a folder in Hub layout).
+    """
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if not source:
+        raise ValueError(f"`{arg}` is empty; pass a dataset id, folder or Parquet path.")
+    builder, _, data_dir = source.partition(":")
+    if builder in ("imagefolder", "audiofolder") and data_dir:
+        ds = load_dataset(builder, data_dir=data_dir, split=split)
+    elif source.endswith(".parquet"):
+        ds = load_dataset("parquet", data_files={split: source}, split=split)
+    elif os.path.isdir(source) and (
+        os.path.isfile(os.path.join(source, "state.json")) or os.path.isfile(os.path.join(source, "dataset_dict.json"))
+    ):
+        ds = load_from_disk(source)
+        if isinstance(ds, DatasetDict):
+            if split not in ds:
+                raise ValueError(f"`{arg}` {source!r} has splits {list(ds)}, not {split!r}; set the split.")
+            ds = ds[split]
+    else:
+        ds = load_dataset(source, split=split)
+    if not isinstance(ds, Dataset):
+        raise ValueError(f"`{arg}` {source!r} did not load as one Dataset split.")
+    return ds
+
+
+def _require_columns(ds, columns: list[str], arg: str, source: str) -> None:
+    missing = [c for c in columns if c and c not in ds.column_names]
+    if missing:
+        raise ValueError(f"{arg} {source!r} has no column(s) {missing}; its columns are {ds.column_names}.")
+
+
+def prepare_images(config: BuilderConfig):
+    """The image corpus with `image` undecoded (`{"bytes", "path"}`) and a string `image_id` column."""
+    from datasets import Image
+
+    ds = load_corpus(config.image_dataset, config.image_split, "image_dataset")
+    _require_columns(ds, [config.image_column, config.image_id_column, *config.metadata_columns], "image_dataset",
+                     config.image_dataset)  # fmt: skip
+    if config.max_images is not None:
+        ds = ds.select(range(min(config.max_images, len(ds))))
+    ds = ds.cast_column(config.image_column, Image(decode=False))
+    if config.image_column != "image":
+        if "image" in ds.column_names:
+            ds = ds.remove_columns("image")
+        ds = ds.rename_column(config.image_column, "image")
+    if config.image_id_column:
+        ids = [str(v) for v in ds[config.image_id_column]]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"`image_id_column` {config.image_id_column!r} has duplicate ids; ids must be unique.")
+    else:
+        ids = [str(i) for i in range(len(ds))]
+    if "image_id" in ds.column_names:
+        ds = ds.remove_columns("image_id")
+    return ds.add_column("image_id", ids)
+
+
+def prepare_audio(config: BuilderConfig):
+    from datasets import Audio
+
+    ds = load_corpus(config.audio_dataset, config.audio_split, "audio_dataset")
+    _require_columns(ds, [config.audio_column, config.audio_id_column, *config.audio_text_columns], "audio_dataset",
+                     config.audio_dataset)  # fmt: skip
+    return ds.cast_column(config.audio_column, Audio(decode=False))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Cache helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def stage_key(name: str, *parts) -> str:
+    blob = json.dumps([BUILDER_VERSION, name, *parts], sort_keys=True, default=str)
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def save_atomic(dataset, path: Path, meta: dict | None = None) -> None:
+    """`save_to_disk` into `<path>.tmp-<pid>`, then rename: `path` exists only when complete."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dataset.save_to_disk(str(tmp))
+    if meta is not None:
+        (tmp / "stage_meta.json").write_text(json.dumps(meta))
+    if path.exists():  # a concurrent writer finished the same shard first: identical content
+        shutil.rmtree(tmp)
+        return
+    tmp.rename(path)
+
+
+def _load(path: Path):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(path))
+
+
+@lru_cache(maxsize=4)
+def _cached_describer(config_json: str, device: str):
+    return load_describer(BuilderConfig(**json.loads(config_json)), device=device)
+
+
+@lru_cache(maxsize=2)
+def _cached_embedder(config_json: str, device: str):
+    return load_embedder(BuilderConfig(**json.loads(config_json)), device=device)
+
+
+def _config_json(config: BuilderConfig) -> str:
+    data = config.to_dict()
+    data["describer_kwargs"] = json.dumps(data["describer_kwargs"], sort_keys=True)
+    return json.dumps(data, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def describe_key(config: BuilderConfig, images) -> str:
+    prompt = read_prompt(config.prompt_file)[1] if Path(config.prompt_file).is_file() else None
+    vlm = config.vlm_model if config.describer == DEFAULT_DESCRIBER else None
+    return stage_key("describe", images._fingerprint, len(images), config.describer, config.describer_kwargs, vlm,
+                     prompt, config.max_new_tokens, config.max_sources, config.shard_size)  # fmt: skip
+
+
+def run_describe(config: BuilderConfig, images, rank: int = 0, world_size: int = 1, device: str = "cpu") -> Path:
+    """Describe this rank's shards (shard `s` goes to rank `s % world_size`); return the stage folder."""
+    from tqdm.auto import tqdm
+
+    folder = config.resolved_cache_dir() / describe_key(config, images)
+    folder.mkdir(parents=True, exist_ok=True)
+    num_shards = max(1, -(-len(images) // config.shard_size))
+    mine = [s for s in range(rank, num_shards, world_size) if not (folder / f"shard-{s:05d}").exists()]
+    features = describe_features()
+    for s in tqdm(mine, desc=f"Describing (rank {rank})", disable=not mine):
+        describer = _cached_describer(_config_json(config), device)
+        part = images.select(range(s * config.shard_size, min(len(images), (s + 1) * config.shard_size)))
+        out = part.map(
+            describe_sounds, batched=True, batch_size=config.describe_batch_size, with_rank=True,
+            fn_kwargs={"describer": describer, "max_sources": config.max_sources},
+            remove_columns=part.column_names, features=features, keep_in_memory=True,
+            new_fingerprint=f"{folder.name}-{s}", desc=f"Describing shard {s}",
+        )  # fmt: skip
+        meta = {"rank": rank, "world_size": world_size, "pid": os.getpid(),
+                "model_id": getattr(describer, "model_id", type(describer).__name__),
+                "prompt_version": getattr(describer, "prompt_version", None)}  # fmt: skip
+        save_atomic(out, folder / f"shard-{s:05d}", meta=meta)
+    return folder
+
+
+def merge_describe(folder: Path, num_rows: int, shard_size: int):
+    from datasets import concatenate_datasets
+
+    num_shards = max(1, -(-num_rows // shard_size))
+    missing = [s for s in range(num_shards) if not (folder / f"shard-{s:05d}").exists()]
+    if missing:
+        raise RuntimeError(f"describe shards {missing} are missing in {folder}; a rank failed. Rerun the build to resume.")
+    parts = [_load(folder / f"shard-{s:05d}") for s in range(num_shards)]
+    metas = [json.loads((folder / f"shard-{s:05d}" / "stage_meta.json").read_text()) for s in range(num_shards)]
+    return concatenate_datasets(parts), metas
+
+
+def run_index(config: BuilderConfig, audio, device: str = "cpu"):
+    key = stage_key("index", audio._fingerprint, len(audio), config.index_backend,
+                    config.clap_model if config.index_backend == "clap" else config.text_model,
+                    config.audio_column, config.audio_text_columns, config.duration_s)  # fmt: skip
+    folder = config.resolved_cache_dir() / key
+    if folder.exists():
+        return _load(folder), True
+    label_names = {c: audio.features[c].names for c in config.audio_text_columns if hasattr(audio.features[c], "names")}
+    embedder = _cached_embedder(_config_json(config), device)
+    out = audio.map(
+        embed_audio_corpus, batched=True, batch_size=64, with_rank=True, remove_columns=audio.column_names,
+        fn_kwargs={"embedder": embedder, "audio_column": config.audio_column, "text_columns": config.audio_text_columns,
+                   "label_names": label_names, "max_seconds": config.duration_s},
+        keep_in_memory=True, new_fingerprint=key, desc="Indexing audio corpus",
+    )  # fmt: skip
+    save_atomic(out, folder)
+    return _load(folder), False
+
+
+def retrieve_candidates(config: BuilderConfig, described, index, device: str = "cpu", images=None):
+    """Top-k candidates for every source of every unskipped row; optional VLM re-ranking."""
+    from tqdm.auto import tqdm
+
+    valid = [i for i, ok in enumerate(index["valid"]) if ok]
+    if not valid:
+        raise ValueError("No clip of `audio_dataset` is usable (all corrupt, silent or without text); see the index stage.")
+    rows = [(r, src) for r, (src, skip) in enumerate(zip(described["sound_sources"], described["skip_reason"])) if skip is None]
+    queries = [s["sound"] for _, srcs in rows for s in srcs]
+    candidates = [[] for _ in range(len(described))]
+    if not queries:
+        return candidates
+    bank = torch.tensor([index["embedding"][i] for i in valid], dtype=torch.float32)
+    embedder = _cached_embedder(_config_json(config), device)
+    q = embedder.embed_texts(queries)
+    idx, scores = topk_cosine(q, bank, min(config.top_k, len(valid)), chunk_size=config.retrieval_chunk_size)
+    reranker = VLMReranker(config.rerank_model or config.vlm_model, device=device) if config.rerank else None
+    from .describe import decode_image
+
+    k = 0
+    for r, srcs in tqdm(rows, desc="Retrieving", disable=len(rows) < 1000 and reranker is None):
+        per_source = []
+        for s in srcs:
+            cands = [(valid[int(i)], float(sc)) for i, sc in zip(idx[k], scores[k])]
+            if reranker is not None:
+                choice = reranker.choose(decode_image(images[r]["image"]), s["name"], [index["clip_text"][c] for c, _ in cands])
+                cands = rerank(cands, choice)
+            per_source.append(cands)
+            k += 1
+        candidates[r] = per_source
+    return candidates
+
+
+def run_retrieve(config: BuilderConfig, described, index, d_key: str, audio, device: str = "cpu", images=None):
+    from datasets import Dataset, Features, List, Value
+
+    key = stage_key("retrieve", d_key, index._fingerprint, config.top_k, config.min_score, config.max_clip_uses,
+                    config.rerank, config.rerank_model, config.text_model, config.index_backend, config.clap_model)  # fmt: skip
+    folder = config.resolved_cache_dir() / key
+    if folder.exists():
+        return _load(folder), key, True
+    candidates = retrieve_candidates(config, described, index, device=device, images=images)
+    choices, _ = assign_clips(candidates, config.min_score, config.max_clip_uses)
+    clip_ids = audio[config.audio_id_column] if config.audio_id_column else None
+    sources_col, unmatched_col, skip_col = [], [], []
+    for r, (srcs, skip) in enumerate(zip(described["sound_sources"], described["skip_reason"])):
+        sources, unmatched = [], []
+        if skip is None:
+            for s, choice, cands in zip(srcs, choices[r], candidates[r]):
+                if choice is None:
+                    unmatched.append(s["name"])
+                    continue
+                clip, score = choice
+                sources.append({**s, "clip_index": clip, "clip_id": str(clip_ids[clip]) if clip_ids else str(clip),
+                                "clip_text": index["clip_text"][clip], "score": score,
+                                "cosine_rank": [c for c, _ in sorted(cands, key=lambda c: -c[1])].index(clip)})  # fmt: skip
+            if not sources:
+                skip = f"empty retrieval: no clip scored >= min_score {config.min_score} (or all at the reuse cap)"
+        sources_col.append(sources)
+        unmatched_col.append(unmatched)
+        skip_col.append(skip)
+    source = {"name": Value("string"), "sound": Value("string"), "prominence": Value("float32"),
+              "distance": Value("string"), "clip_index": Value("int64"), "clip_id": Value("string"),
+              "clip_text": Value("string"), "score": Value("float32"), "cosine_rank": Value("int32")}  # fmt: skip
+    features = Features({"sources": List(source), "unmatched_sources": List(Value("string")), "skip_reason": Value("string")})
+    out = Dataset.from_dict({"sources": sources_col, "unmatched_sources": unmatched_col, "skip_reason": skip_col}, features=features)
+    save_atomic(out, folder)
+    return _load(folder), key, False
+
+
+def run_assemble(config: BuilderConfig, table, audio, r_key: str) -> tuple:
+    """Assemble in cached shards of `shard_size` rows (`num_proc` workers inside each)."""
+    from datasets import concatenate_datasets
+
+    key = stage_key("assemble", r_key, audio._fingerprint, config.sample_rate, config.duration_s,
+                    config.reference_lufs, config.prominence_range_lu, config.distance_near_lu, config.distance_mid_lu,
+                    config.distance_far_lu, config.near_direct_to_reverb_db, config.mid_direct_to_reverb_db,
+                    config.far_direct_to_reverb_db, config.rt60_small, config.rt60_medium, config.rt60_large,
+                    config.rt60_open, config.outdoor_rt60_scale, config.peak_ceiling_dbfs, config.fade_ms, config.seed,
+                    config.shard_size)  # fmt: skip
+    folder = config.resolved_cache_dir() / key
+    folder.mkdir(parents=True, exist_ok=True)
+    audio_only = audio.select_columns([config.audio_column]).rename_column(config.audio_column, "audio") \
+        if config.audio_column != "audio" else audio.select_columns(["audio"])  # fmt: skip
+    num_shards = max(1, -(-len(table) // config.shard_size))
+    parts, cached = [], True
+    for s in range(num_shards):
+        path = folder / f"shard-{s:05d}"
+        if not path.exists():
+            cached = False
+            part = table.select(range(s * config.shard_size, min(len(table), (s + 1) * config.shard_size)))
+            out = part.map(
+                _assemble_batch, batched=True, batch_size=8, remove_columns=part.column_names,
+                num_proc=config.num_proc if len(part) >= 2 * config.num_proc else None,
+                fn_kwargs={"audio_corpus": audio_only, "config_json": _config_json(config)},
+                new_fingerprint=f"{key}-{s}", keep_in_memory=config.num_proc == 1, desc=f"Assembling shard {s}",
+            )  # fmt: skip
+            save_atomic(out, path)
+        parts.append(_load(path))
+    return concatenate_datasets(parts), cached
+
+
+def _assemble_batch(batch: dict, *, audio_corpus, config_json: str) -> dict:
+    config = BuilderConfig(**json.loads(config_json))
+    audio_rows = _AudioRows(audio_corpus)
+    return assemble_soundscapes(batch, audio_corpus=audio_rows, config=config)
+
+
+class _AudioRows:
+    """`rows[i]` -> the undecoded audio cell of corpus row `i`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(i)]["audio"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole build
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+PROVENANCE_COLUMNS = ["image_id", "sources", "scene", "rt60", "mix_lufs", "mix_peak_dbfs", "description_raw",
+                      "prompt_version", "describer", "index_model", "builder_version"]  # fmt: skip
+
+
+def build_sonified_dataset(config: BuilderConfig, rank: int = 0, world_size: int = 1, barrier=None,
+                           device: str | torch.device = "cpu") -> BuildReport | None:  # fmt: skip
+    """Run every stage and write `config.output_dir`; resumes from `cache_dir`.
+
+    Under a multi-process launcher, pass `rank`, `world_size` and a `barrier` callable (e.g.
+    `accelerator.wait_for_everyone`): every rank describes its shards, then rank 0 merges and runs the remaining
+    (CPU) stages while the others return `None`.
+
+    Returns:
+        [`BuildReport`] on rank 0.
+    """
+    from datasets import Dataset, concatenate_datasets
+
+    config.validate_for_build()
+    device = str(device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    images = prepare_images(config)
+    d_folder = run_describe(config, images, rank=rank, world_size=world_size, device=device)
+    if barrier is not None:
+        barrier()
+    if rank != 0:
+        return None
+    described, metas = merge_describe(d_folder, len(images), config.shard_size)
+    timings["describe"] = time.perf_counter() - t0
+    report = BuildReport(num_images=len(images))
+    for s, meta in enumerate(metas):
+        worker = report.describe_workers.setdefault(str(meta["rank"]), {"pid": meta["pid"], "shards": []})
+        worker["shards"].append(s)
+
+    t0 = time.perf_counter()
+    audio = prepare_audio(config)
+    index, cached = run_index(config, audio, device=device)
+    timings["index"] = time.perf_counter() - t0
+    report.num_clips = len(audio)
+    clip_ids = audio[config.audio_id_column] if config.audio_id_column else [str(i) for i in range(len(audio))]
+    report.invalid_clips = [{"clip_id": str(clip_ids[i]), "reason": r}
+                            for i, (ok, r) in enumerate(zip(index["valid"], index["invalid_reason"])) if not ok]  # fmt: skip
+    if cached:
+        report.cached_stages.append("index")
+
+    t0 = time.perf_counter()
+    retrieved, r_key, cached = run_retrieve(config, described, index, d_folder.name, audio, device=device, images=images)
+    timings["retrieve"] = time.perf_counter() - t0
+    if cached:
+        report.cached_stages.append("retrieve")
+
+    t0 = time.perf_counter()
+    table = concatenate_datasets(
+        [images.select_columns(["image_id"]), described.select_columns(["scene"]), retrieved], axis=1
+    )
+    assembled, cached = run_assemble(config, table, audio, r_key)
+    timings["assemble"] = time.perf_counter() - t0
+    if cached:
+        report.cached_stages.append("assemble")
+
+    t0 = time.perf_counter()
+    meta0 = metas[0] if metas else {}
+    keep_meta = [c for c in config.metadata_columns if c not in ("image", "image_id")]
+    full = concatenate_datasets(
+        [images.select_columns(["image", "image_id", *keep_meta]), described.select_columns(["scene", "description_raw"]),
+         assembled], axis=1,
+    )  # fmt: skip
+    skip = full["skip_reason"]
+    report.skipped = [{"image_id": i, "reason": r} for i, r in zip(full["image_id"], skip) if r is not None]
+    report.unmatched_sources = sum(len(u) for u in retrieved["unmatched_sources"])
+    report.dropped_sources = sum(len(d) for d in assembled["dropped_sources"])
+    kept = [i for i, r in enumerate(skip) if r is None]
+    out = full.select(kept).remove_columns(["skip_reason", "dropped_sources"])
+    uses: dict[str, int] = {}
+    for srcs in out["sources"]:
+        for s in srcs:
+            uses[s["clip_id"]] = uses.get(s["clip_id"], 0) + 1
+    report.distinct_clips_used, report.max_clip_uses = len(uses), max(uses.values(), default=0)
+    provenance = {
+        "prompt_version": meta0.get("prompt_version") or "none",
+        "describer": f"{config.describer} ({meta0.get('model_id', '')})",
+        "index_model": config.clap_model if config.index_backend == "clap" else config.text_model,
+        "builder_version": BUILDER_VERSION,
+        "image_dataset": config.image_dataset,
+        "audio_dataset": config.audio_dataset,
+    }
+    for name in ("prompt_version", "describer", "index_model", "builder_version"):
+        out = out.add_column(name, [provenance[name]] * len(out))
+    report.num_rows = len(out)
+    report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}
+    write_output(config, out, report, provenance)
+    logger.info("Built %d rows (%d skipped) into %s", report.num_rows, report.num_skipped, config.output_dir)
+    return report
+
+
+def write_output(config: BuilderConfig, dataset, report: BuildReport, provenance: dict) -> None:
+    final = Path(config.output_dir)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write_parquet_shards(dataset, tmp, config.rows_per_parquet, config.sample_rate)
+    card = render_card(config, report, provenance, columns=dataset.column_names)
+    card.save(str(tmp / "README.md"))
+    report.save(tmp / "build_report.json")
+    replace_folder(tmp, final)
+
+
+def publish(config: BuilderConfig, token: str | None = None) -> str:
+    """Push the built `output_dir` to `config.push_to_hub` (see [`push_dataset_folder`])."""
+    from .write import push_dataset_folder
+
+    check_repo_id(config.push_to_hub)
+    return push_dataset_folder(config.output_dir, config.push_to_hub, private=config.hub_private, token=token)

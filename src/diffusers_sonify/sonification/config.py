@@ -1,0 +1,232 @@
+"""Configuration of the sonification builder: one dataclass, parsed by `HfArgumentParser` from YAML + CLI flags.
+
+Every number that shapes the sound is a field here, with its source, so a dataset card can state it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+
+BUILDER_VERSION = "0.1.0"
+DEFAULT_DESCRIBER = "diffusers_sonify.sonification.describe:VLMDescriber"
+# A small instruction-tuned VLM with a chat template that runs with stock transformers (no remote code).
+DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
+DISTANCES = ("near", "mid", "far")
+SETTINGS = ("indoor", "outdoor")
+SPACES = ("small", "medium", "large", "open")
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class BuilderConfig:
+    """All settings of one build. Fields are grouped: inputs, describe, index/retrieve, assemble, output."""
+
+    # ---- inputs ---------------------------------------------------------------------------------------------------
+    image_dataset: Optional[str] = _help(
+        "Image corpus: a Hub id, a `save_to_disk` folder, a Parquet file/glob, or `imagefolder:<dir>`.", default=None
+    )
+    image_split: str = _help("Split of the image corpus.", default="train")
+    image_column: str = _help("Column holding the images.", default="image")
+    image_id_column: Optional[str] = _help("Column with a stable image id; default the row index.", default=None)
+    metadata_columns: list[str] = _help("Image-corpus columns copied unchanged into the output.", default_factory=list)
+    max_images: Optional[int] = _help("Use only the first N images (for trial builds).", default=None)
+    audio_dataset: Optional[str] = _help(
+        "Audio corpus: a Hub id, a `save_to_disk` folder, a Parquet file/glob, or `audiofolder:<dir>`.", default=None
+    )
+    audio_split: str = _help("Split of the audio corpus.", default="train")
+    audio_column: str = _help("Column holding the audio clips.", default="audio")
+    audio_id_column: Optional[str] = _help("Column with a stable clip id; default the row index.", default=None)
+    audio_text_columns: list[str] = _help(
+        "Text columns describing each clip (labels and/or captions; ClassLabel ints become names). "
+        "Empty: unlabelled audio, which needs `index_backend: clap`.",
+        default_factory=lambda: ["label"],
+    )
+
+    # ---- describe -------------------------------------------------------------------------------------------------
+    describer: str = _help(
+        "Import path `module:Class` of the SoundDescriber. The default prompts a VLM; any class with "
+        "`describe(batch) -> dict` works (e.g. a describer that reads scene metadata).",
+        default=DEFAULT_DESCRIBER,
+    )
+    describer_kwargs: Optional[str] = _help(
+        "Keyword arguments for the describer, a JSON object (a mapping in YAML).", default=None
+    )
+    vlm_model: str = _help(
+        "VLM for the default describer: any transformers image-text-to-text model with a chat template.",
+        default=DEFAULT_VLM,
+    )
+    prompt_file: str = _help("Versioned prompt for the VLM.", default="dataset_builder/prompts/describe_v1.txt")
+    max_new_tokens: int = _help("Generation budget for the VLM's JSON answer.", default=320)
+    describe_batch_size: int = _help("Images per VLM forward pass.", default=4)
+    shard_size: int = _help("Rows per cached shard of the describe and assemble stages (resume granularity).", default=64)
+    max_sources: int = _help("Keep at most this many (most prominent) sound sources per image.", default=4)
+    trust_remote_code: bool = _help("Allow custom model code from the VLM repository (off: safer).", default=False)
+    torch_dtype: str = _help("dtype for the VLM: auto, float32, bfloat16, float16.", default="auto")
+
+    # ---- index / retrieve -----------------------------------------------------------------------------------------
+    index_backend: str = _help("`sentence-transformers` (clip text) or `clap` (clip audio).", default="sentence-transformers")
+    text_model: str = _help("sentence-transformers model for the text index.", default=DEFAULT_TEXT_MODEL)
+    clap_model: str = _help("transformers ClapModel for the audio index.", default=DEFAULT_CLAP_MODEL)
+    top_k: int = _help("Candidates retrieved per sound source.", default=5)
+    min_score: float = _help("Cosine-similarity threshold below which a candidate is rejected.", default=0.35)
+    max_clip_uses: int = _help("Reuse cap: a clip is used at most this many times in the dataset (0: no cap).", default=25)
+    rerank: bool = _help("Let the VLM re-rank the top-k candidates while looking at the image.", default=False)
+    rerank_model: Optional[str] = _help("VLM for re-ranking; default `vlm_model`.", default=None)
+    retrieval_chunk_size: int = _help("Query rows per matrix-multiply chunk (bounds memory).", default=4096)
+
+    # ---- assemble -------------------------------------------------------------------------------------------------
+    sample_rate: int = _help("Output sampling rate in Hz (48 kHz: CLAP's rate).", default=48_000)
+    duration_s: float = _help("Output clip length in seconds (10 s: CLAP's input window).", default=10.0)
+    # -23 LUFS: EBU R128 programme loudness target; the most prominent, nearest source is set to it.
+    reference_lufs: float = _help("Target LUFS of a prominence-1, near source (EBU R128: -23).", default=-23.0)
+    # 20 LU: the span from a dominant to a barely audible background source; of the order of the loudness
+    # range (LRA, EBU Tech 3342) of broadcast programmes.
+    prominence_range_lu: float = _help("LU between prominence 1 and prominence 0.", default=20.0)
+    # Inverse-square law: -6 dB per doubling of distance (near ~ 1-2 m, mid ~ 4 m, far ~ 8 m and beyond).
+    distance_near_lu: float = _help("Loudness offset of near sources (LU).", default=0.0)
+    distance_mid_lu: float = _help("Loudness offset of mid-distance sources (LU; inverse-square law).", default=-6.0)
+    distance_far_lu: float = _help("Loudness offset of far sources (LU; inverse-square law).", default=-12.0)
+    # Direct-to-reverberant energy ratio falls with distance (sources beyond the critical distance are dominated
+    # by the reverberant field).
+    near_direct_to_reverb_db: float = _help("Direct-to-reverberant ratio of near sources (dB).", default=10.0)
+    mid_direct_to_reverb_db: float = _help("Direct-to-reverberant ratio of mid sources (dB).", default=3.0)
+    far_direct_to_reverb_db: float = _help("Direct-to-reverberant ratio of far sources (dB).", default=-3.0)
+    # Typical reverberation times: small furnished rooms 0.3-0.5 s (DIN 18041), classrooms/offices 0.6-0.8 s
+    # (ANSI S12.60 caps classrooms at 0.6-0.7 s), halls and churches 1.5-2.5 s (Beranek, "Concert Halls and Opera
+    # Houses"); an open space is a free field: no reverberation.
+    rt60_small: float = _help("RT60 (s) of a small space (living room, office).", default=0.4)
+    rt60_medium: float = _help("RT60 (s) of a medium space (classroom, restaurant).", default=0.8)
+    rt60_large: float = _help("RT60 (s) of a large space (hall, church, station).", default=1.8)
+    rt60_open: float = _help("RT60 (s) of an open space (free field: 0, no reverb).", default=0.0)
+    # Outdoors a few reflecting surfaces (facades, canyon walls) give short, weak decays.
+    outdoor_rt60_scale: float = _help("RT60 multiplier for outdoor scenes.", default=0.3)
+    peak_ceiling_dbfs: float = _help("Peak limiter ceiling (EBU R128: -1 dBTP max).", default=-1.0)
+    fade_ms: float = _help("Fade at loop seams and clip ends (ms).", default=10.0)
+    seed: int = _help("Seeds reverb noise (per row: seed + hash of the image id).", default=0)
+
+    # ---- output ---------------------------------------------------------------------------------------------------
+    output_dir: Optional[str] = _help("Folder written in Hub layout (Parquet shards + README.md).", default=None)
+    cache_dir: Optional[str] = _help("Stage cache; default `<output_dir>.cache`. Reruns resume from it.", default=None)
+    num_proc: int = _help("Processes for the CPU stages (index, assemble).", default=1)
+    rows_per_parquet: int = _help("Rows per output Parquet shard.", default=500)
+    dataset_name: str = _help("Title of the dataset card.", default="Sonified images")
+    license: str = _help("License tag of the dataset card (the corpora's licenses bind it).", default="other")
+    push_to_hub: Optional[str] = _help("Repo id `org/name` to publish the built folder to.", default=None)
+    hub_private: bool = _help("Create the Hub dataset repo private.", default=False)
+
+    def __post_init__(self):
+        if isinstance(self.describer_kwargs, str):
+            try:
+                self.describer_kwargs = json.loads(self.describer_kwargs) if self.describer_kwargs.strip() else {}
+            except json.JSONDecodeError as err:
+                raise ValueError(f"`describer_kwargs` must be a JSON object, got {self.describer_kwargs!r} ({err}).")
+        elif self.describer_kwargs is None:
+            self.describer_kwargs = {}
+        if not isinstance(self.describer_kwargs, dict):
+            raise ValueError(f"`describer_kwargs` must be a mapping, got {type(self.describer_kwargs).__name__}.")
+        if ":" not in self.describer:
+            raise ValueError(f"`describer` must be an import path `module:Class`, got {self.describer!r}.")
+        if self.index_backend not in ("sentence-transformers", "clap"):
+            raise ValueError(f"`index_backend` must be 'sentence-transformers' or 'clap', got {self.index_backend!r}.")
+        if self.index_backend == "sentence-transformers" and not self.audio_text_columns:
+            raise ValueError(
+                "`audio_text_columns` is empty, so the clips have no text to index: set `index_backend: clap` "
+                "to retrieve unlabelled audio from its sound, or name the label/caption columns."
+            )
+        for name in ("sample_rate", "top_k", "shard_size", "describe_batch_size", "num_proc", "rows_per_parquet",
+                     "max_sources", "max_new_tokens", "retrieval_chunk_size"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
+            raise ValueError(f"`duration_s` must be a positive number of seconds, got {self.duration_s}.")
+        if self.max_clip_uses < 0:
+            raise ValueError(f"`max_clip_uses` must be >= 0 (0 disables the cap), got {self.max_clip_uses}.")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise ValueError(f"`min_score` is a cosine similarity in [-1, 1], got {self.min_score}.")
+        if self.peak_ceiling_dbfs > 0:
+            raise ValueError(f"`peak_ceiling_dbfs` must be <= 0 dBFS, got {self.peak_ceiling_dbfs}.")
+        for name in ("rt60_small", "rt60_medium", "rt60_large", "rt60_open", "outdoor_rt60_scale", "prominence_range_lu"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if not (self.distance_near_lu >= self.distance_mid_lu >= self.distance_far_lu):
+            raise ValueError(
+                "Distance offsets must not increase with distance: need distance_near_lu >= distance_mid_lu >= "
+                f"distance_far_lu, got {self.distance_near_lu}, {self.distance_mid_lu}, {self.distance_far_lu}."
+            )
+
+    def validate_for_build(self):
+        """Check the fields a build needs but a partial config (e.g. a stage test) may omit."""
+        for name in ("image_dataset", "audio_dataset", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"`{name}` is required: set it in the YAML config or pass --{name}.")
+
+    # ---- explicit mappings (the assemble stage uses only these) ---------------------------------------------------
+    def target_lufs(self, prominence: float, distance: str) -> float:
+        """Target loudness of a source: `reference_lufs - (1 - prominence) * prominence_range_lu + distance offset`.
+
+        Monotonic: more prominent or nearer never means quieter.
+        """
+        if distance not in DISTANCES:
+            raise ValueError(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
+        prominence = min(1.0, max(0.0, float(prominence)))
+        offset = {"near": self.distance_near_lu, "mid": self.distance_mid_lu, "far": self.distance_far_lu}[distance]
+        return self.reference_lufs - (1.0 - prominence) * self.prominence_range_lu + offset
+
+    def direct_to_reverb_db(self, distance: str) -> float:
+        return {"near": self.near_direct_to_reverb_db, "mid": self.mid_direct_to_reverb_db,
+                "far": self.far_direct_to_reverb_db}[distance]  # fmt: skip
+
+    def rt60(self, setting: str, space: str) -> float:
+        """Reverberation time (s) of a scene from its `space`, scaled by `outdoor_rt60_scale` outdoors."""
+        if setting not in SETTINGS or space not in SPACES:
+            raise ValueError(f"scene must have setting in {SETTINGS} and space in {SPACES}, got {setting!r}, {space!r}.")
+        value = getattr(self, f"rt60_{space}")
+        return value * (self.outdoor_rt60_scale if setting == "outdoor" else 1.0)
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(str(self.output_dir).rstrip("/") + ".cache")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_build_config(argv: list[str] | None = None) -> BuilderConfig:
+    """`[config.yaml] [--field value ...]` -> `BuilderConfig`: YAML values are defaults, flags override them."""
+    from transformers import HfArgumentParser
+
+    argv = list(argv or [])
+    parser = HfArgumentParser(BuilderConfig)
+    if argv and not argv[0].startswith("-"):
+        path = Path(argv.pop(0))
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} not found; pass a YAML file from dataset_builder/configs/.")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{str(path)!r} must hold a YAML mapping of BuilderConfig fields.")
+        known = {f for f in BuilderConfig.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{str(path)!r} has unknown fields {unknown}; valid fields are the BuilderConfig fields.")
+        if isinstance(values.get("describer_kwargs"), dict):
+            values["describer_kwargs"] = json.dumps(values["describer_kwargs"])
+        parser.set_defaults(**values)
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    return config
+
+
+def env_rank() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (torchrun / accelerate launch), (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
