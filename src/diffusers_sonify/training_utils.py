@@ -1,0 +1,512 @@
+"""Training logic for `train_scripts/train.py`, kept here so it is unit-tested.
+
+Conditioning dropout, the diffusion loss (with optional min-SNR weighting), which parameters train, checkpoints that
+hold only trainable weights, feature caching keyed by the dataset fingerprint, audio/image preprocessing with a
+light augmentation that keeps loudness and reverb cues, deterministic per-step randomness (for exact resume), data
+collation and the Hub upload of a training output folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.training_utils import compute_snr
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .audio import prepare_waveform, validate_waveform
+from .models.audio_projection import AudioProjectionModel
+
+
+logger = logging.getLogger(__name__)
+
+LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
+# Files of a training output folder that are not part of the model: resumable state and tracker logs.
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "train_log.jsonl"]
+
+
+# ----------------------------------------------------------------------------------------------- randomness
+def step_generator(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> torch.Generator:
+    """A CPU generator seeded from `(seed, step, micro_step, rank)`.
+
+    Every random draw of a training step (noise, timesteps, condition dropout, VAE sampling, augmentation) comes
+    from this generator, so a step's randomness depends only on its position: a resumed run repeats an
+    uninterrupted one exactly without restoring any global RNG, and ranks draw different noise.
+    """
+    key = hashlib.sha256(f"{seed}/{step}/{micro_step}/{rank}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A random permutation of `range(num_rows)` that depends only on `(seed, epoch)`; call `set_epoch` per epoch.
+
+    Resuming mid-epoch then means skipping the batches already seen (`accelerator.skip_first_batches`).
+    """
+
+    def __init__(self, num_rows: int, seed: int):
+        self.num_rows, self.seed, self.epoch = num_rows, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_rows, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+
+# ----------------------------------------------------------------------------------------------- conditioning dropout
+def drop_audio_condition(
+    audio_embeds: torch.Tensor, audio_projection: AudioProjectionModel, drop_prob: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier-free-guidance dropout: replace each row by the adapter's learned null tokens with `drop_prob`.
+
+    The null tokens are `AudioProjectionModel.null_audio_embeds`, the same ones the pipeline uses as the
+    unconditional branch at inference, so training and guidance agree and the null tokens are learned.
+
+    Returns:
+        the embeddings `(batch, tokens, dim)` and the bool mask `(batch,)` of dropped rows.
+    """
+    if not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"`audio_drop_prob` must be in [0, 1], got {drop_prob}.")
+    mask = torch.rand(audio_embeds.shape[0], generator=generator) < drop_prob
+    return audio_projection.drop_condition(audio_embeds, mask.to(audio_embeds.device)), mask
+
+
+def drop_text_condition(
+    text_embeds: torch.Tensor, null_text_embeds: torch.Tensor, drop_prob: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace each row of `text_embeds` `(batch, seq, dim)` by the empty-prompt embedding `(1, seq, dim)` with
+    `drop_prob` (what the pipeline feeds as its negative prompt). Independent of the audio dropout."""
+    if not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"`text_drop_prob` must be in [0, 1], got {drop_prob}.")
+    mask = torch.rand(text_embeds.shape[0], generator=generator) < drop_prob
+    null = null_text_embeds.to(text_embeds).expand_as(text_embeds)
+    return torch.where(mask.to(text_embeds.device).view(-1, 1, 1), null, text_embeds), mask
+
+
+# ----------------------------------------------------------------------------------------------- loss
+def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet regresses, from the scheduler's `prediction_type`: `epsilon` (the noise), `v_prediction`
+    (the velocity) or `sample` (the clean latents)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    if kind == "sample":
+        return latents
+    raise ValueError(f"Unsupported scheduler `prediction_type` {kind!r}; use epsilon, v_prediction or sample.")
+
+
+def diffusion_loss(
+    model_pred: torch.Tensor,
+    target: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler,
+    snr_gamma: float | None = None,
+) -> torch.Tensor:
+    """Mean-squared error between prediction and target, optionally min-SNR-gamma weighted.
+
+    Min-SNR (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy") weights each sample by
+    `min(SNR(t), gamma) / SNR(t)` for epsilon prediction, `min(SNR(t), gamma) / (SNR(t) + 1)` for v-prediction and
+    `min(SNR(t), gamma)` for sample prediction; gamma = 5 is the paper's recommendation.
+    """
+    if snr_gamma is None:
+        return nn.functional.mse_loss(model_pred.float(), target.float(), reduction="mean")
+    if snr_gamma <= 0:
+        raise ValueError(f"`snr_gamma` must be positive (5.0 is the paper's value) or None, got {snr_gamma}.")
+    snr = compute_snr(scheduler, timesteps)
+    clipped = torch.clamp(snr, max=snr_gamma)
+    kind = scheduler.config.prediction_type
+    weights = clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
+    per_sample = nn.functional.mse_loss(model_pred.float(), target.float(), reduction="none")
+    per_sample = per_sample.mean(dim=list(range(1, per_sample.ndim)))
+    return (per_sample * weights.to(per_sample)).mean()
+
+
+# ----------------------------------------------------------------------------------------------- what trains
+def count_parameters(module: nn.Module | None) -> tuple[int, int]:
+    """`(trainable, total)` parameter counts of a module (`(0, 0)` for `None`)."""
+    if module is None:
+        return 0, 0
+    params = list(module.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def configure_trainable_parameters(
+    modules: dict[str, nn.Module | None],
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
+    train_unet: bool = False,
+    train_audio_encoder: bool = False,
+    train_text_encoder: bool = False,
+) -> list[nn.Parameter]:
+    """Freeze everything, then unfreeze the training set and return it as a *list* of parameters.
+
+    The adapter (`audio_projection`) always trains. `lora_rank > 0` adds peft LoRA (`init_lora_weights="gaussian"`)
+    to the UNet's attention projections; `train_unet` unfreezes the whole UNet instead; `train_audio_encoder`
+    and `train_text_encoder` unfreeze those encoders. A list (not a `filter` iterator) so the optimizer and
+    gradient clipping see the same parameters.
+
+    Args:
+        modules (`dict`): names `unet`, `audio_projection`, `audio_encoder`, and optionally `vae`, `text_encoder`.
+    """
+    if lora_rank < 0:
+        raise ValueError(f"`lora_rank` must be >= 0 (0 disables LoRA), got {lora_rank}.")
+    if lora_rank and train_unet:
+        raise ValueError("`lora_rank` and `train_unet` are exclusive: LoRA trains a low-rank update of a frozen UNet.")
+    if train_text_encoder and modules.get("text_encoder") is None:
+        raise ValueError("`train_text_encoder` needs a text encoder; set `use_text_encoder` or drop the flag.")
+    for module in modules.values():
+        if module is not None:
+            module.requires_grad_(False)
+    unet = modules["unet"]
+    if lora_rank:
+        from peft import LoraConfig
+
+        config = LoraConfig(
+            r=lora_rank,
+            lora_alpha=lora_alpha or lora_rank,
+            init_lora_weights="gaussian",
+            target_modules=LORA_TARGET_MODULES,
+        )
+        unet.add_adapter(config)  # new LoRA parameters are created trainable
+    elif train_unet:
+        unet.requires_grad_(True)
+    modules["audio_projection"].requires_grad_(True)
+    if train_audio_encoder:
+        modules["audio_encoder"].requires_grad_(True)
+    if train_text_encoder:
+        modules["text_encoder"].requires_grad_(True)
+    return [p for m in modules.values() if m is not None for p in m.parameters() if p.requires_grad]
+
+
+def trainable_summary(modules: dict[str, nn.Module | None]) -> str:
+    """One line: trainable/total parameters per component, e.g. `unet 0.1M/1.2M, audio_projection 0.2M/0.2M`."""
+    parts = []
+    for name, module in modules.items():
+        if module is None:
+            continue
+        trainable, total = count_parameters(module)
+        parts.append(f"{name} {trainable / 1e6:.3f}M/{total / 1e6:.3f}M")
+    total_trainable = sum(count_parameters(m)[0] for m in modules.values())
+    return f"training {total_trainable / 1e6:.3f}M parameters (trainable/total: " + ", ".join(parts) + ")"
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable tensors of `model` only (what a checkpoint must hold), detached and contiguous on CPU."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of [`trainable_state_dict`]; every trainable parameter must be present, nothing else may be."""
+    params = dict(model.named_parameters())
+    wanted = {n for n, p in params.items() if p.requires_grad}
+    missing, extra = wanted - state.keys(), state.keys() - wanted
+    if missing or extra:
+        raise ValueError(
+            f"Checkpoint does not match the trainable set of {type(model).__name__}: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(extra)[:5]}. Resume with the same `lora_rank`/`train_*` settings it was saved with."
+        )
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+
+
+def unet_lora_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
+    """The UNet's LoRA layers in the diffusers key format `save_lora_weights(unet_lora_layers=...)` expects."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
+# ----------------------------------------------------------------------------------------------- audio preprocessing
+def decode_audio(value, arg: str = "audio") -> tuple[np.ndarray, int]:
+    """A `datasets` audio cell -> `(samples (channels, n) float32, sampling_rate)`.
+
+    Accepts `Audio(decode=False)` cells (`{"bytes", "path"}`), decoded cells (`{"array", "sampling_rate"}`) and
+    torchcodec `AudioDecoder`s (what `Audio()` returns in datasets >= 4).
+    """
+    if isinstance(value, dict) and value.get("array") is not None:
+        return validate_waveform(np.asarray(value["array"]), arg=arg).numpy(), int(value["sampling_rate"])
+    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        data = value.get("bytes")
+        if data is None:
+            with open(value["path"], "rb") as f:
+                data = f.read()
+        import soundfile as sf
+
+        try:
+            array, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            return array.T.copy(), int(sr)
+        except sf.LibsndfileError:
+            from torchcodec.decoders import AudioDecoder
+
+            samples = AudioDecoder(data).get_all_samples()
+            return samples.data.numpy().astype(np.float32), int(samples.sample_rate)
+    if hasattr(value, "get_all_samples"):
+        samples = value.get_all_samples()
+        return samples.data.numpy().astype(np.float32), int(samples.sample_rate)
+    raise TypeError(
+        f"`{arg}` cell of type {type(value).__name__} is not audio: expected a datasets Audio value "
+        "({'bytes', 'path'}, {'array', 'sampling_rate'} or an AudioDecoder). Check `audio_column`."
+    )
+
+
+def load_training_audio(value, target_sr: int, max_seconds: float | None, arg: str = "audio") -> np.ndarray:
+    """Decode a dataset audio cell to mono float32 at `target_sr`, keeping at most `2 * max_seconds` so that
+    [`augment_waveform`] has room to pick a random window."""
+    array, sr = decode_audio(value, arg=arg)
+    keep = None if max_seconds is None else 2 * max_seconds
+    return prepare_waveform(array, target_sr=target_sr, sampling_rate=sr, max_seconds=keep, min_seconds=0.1, arg=arg)
+
+
+def crop_waveform(waveform: np.ndarray, num_samples: int | None, offset: int = 0) -> np.ndarray:
+    """`waveform[offset : offset + num_samples]` (the whole clip when it is shorter or `num_samples` is None)."""
+    if num_samples is None or len(waveform) <= num_samples:
+        return waveform
+    return waveform[offset : offset + num_samples]
+
+
+def augment_waveform(
+    waveform: np.ndarray, num_samples: int | None, generator: torch.Generator, max_gain_db: float = 1.0
+) -> np.ndarray:
+    """Light augmentation that keeps the cues the images should follow.
+
+    * a random window of `num_samples` when the clip is longer (the sonified scenes are stationary mixtures, so
+      any window describes the same scene);
+    * polarity inversion with probability 1/2 (inaudible: same spectrum, loudness and reverb);
+    * a gain change uniform in `[-max_gain_db, +max_gain_db]` (default 1 dB, about the just-noticeable loudness
+      difference) so the model does not key on exact sample levels, while loudness differences of several dB
+      that the sonification uses for distance and size survive.
+
+    No EQ, added noise, added reverb or time stretching: those would change the loudness and room cues.
+    """
+    span = len(waveform) - num_samples if num_samples is not None and len(waveform) > num_samples else 0
+    draws = torch.rand(3, generator=generator).tolist()
+    offset = int(draws[0] * (span + 1)) if span else 0
+    sign = -1.0 if draws[1] < 0.5 else 1.0
+    gain = 10 ** ((2 * draws[2] - 1) * max_gain_db / 20)
+    return (crop_waveform(waveform, num_samples, min(offset, span)) * (sign * gain)).astype(np.float32)
+
+
+def max_audio_seconds(feature_extractor) -> float | None:
+    """Seconds of audio the feature extractor keeps (CLAP: `max_length_s`; AST: `max_length` frames at 10 ms)."""
+    if getattr(feature_extractor, "nb_max_samples", None):
+        return feature_extractor.nb_max_samples / feature_extractor.sampling_rate
+    if getattr(feature_extractor, "max_length", None):
+        return feature_extractor.max_length / 100.0
+    return None
+
+
+def preprocess_image(image: PIL.Image.Image, resolution: int) -> torch.Tensor:
+    """Resize the short side to `resolution`, centre-crop, scale to `[-1, 1]`: `(3, resolution, resolution)`."""
+    if not isinstance(image, PIL.Image.Image):
+        raise TypeError(f"Image cell of type {type(image).__name__} is not an image; check `image_column`.")
+    image = image.convert("RGB")
+    scale = resolution / min(image.size)
+    size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+    image = image.resize(size, PIL.Image.Resampling.BICUBIC)
+    left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+    image = image.crop((left, top, left + resolution, top + resolution))
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------- data
+def load_training_dataset(source: str, split: str = "train", image_column: str = "image", audio_column: str = "audio"):
+    """Load a `datasets` source: a `save_to_disk` folder, a Parquet/Hub-layout folder or a Hub id.
+
+    The audio column is cast to `Audio(decode=False)` so that decoding happens here, on our terms.
+    """
+    from datasets import Audio, Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if source is None:
+        raise ValueError("`dataset_name` is required: a save_to_disk folder, a Parquet folder or a Hub dataset id.")
+    if os.path.isdir(source) and (
+        os.path.exists(os.path.join(source, "state.json")) or os.path.exists(os.path.join(source, "dataset_dict.json"))
+    ):
+        ds = load_from_disk(source)
+    else:
+        ds = load_dataset(source)
+    if isinstance(ds, DatasetDict):
+        if split not in ds:
+            raise ValueError(f"`dataset_split`={split!r} is not in {source!r}; it has {list(ds)}.")
+        ds = ds[split]
+    assert isinstance(ds, Dataset)
+    for arg, column in (("image_column", image_column), ("audio_column", audio_column)):
+        if column not in ds.column_names:
+            raise ValueError(f"`{arg}`={column!r} is not a column of {source!r}; it has {ds.column_names}.")
+    return ds.cast_column(audio_column, Audio(decode=False))
+
+
+@dataclass
+class FeatureCaches:
+    """Per-row tensors computed once: `pooled` `(N, P)` and `hidden_states` `(N, S, H)` audio features,
+    `latent_moments` `(N, 2C, h, w)` (VAE mean and log-variance; a fresh latent is sampled every step)."""
+
+    audio: dict[str, torch.Tensor] | None = None
+    latents: dict[str, torch.Tensor] | None = None
+
+
+class SonifiedImageAudioDataset(torch.utils.data.Dataset):
+    """Rows of an image+audio `datasets.Dataset` as training examples, reading cached features where given.
+
+    Each example has `index`, one of `pixel_values` `(3, R, R)` / `latent_moments`, one of `waveform` (mono
+    float32 at `sampling_rate`) / `pooled` + `hidden_states`, and `caption` (a string, empty without a caption
+    column).
+    """
+
+    def __init__(
+        self,
+        dataset,
+        resolution: int,
+        sampling_rate: int,
+        max_audio_seconds: float | None,
+        image_column: str = "image",
+        audio_column: str = "audio",
+        caption_column: str | None = None,
+        caches: FeatureCaches | None = None,
+    ):
+        self.caches = caches or FeatureCaches()
+        if caption_column is not None and caption_column not in dataset.column_names:
+            raise ValueError(f"`caption_column`={caption_column!r} is not a dataset column; it has {dataset.column_names}.")
+        columns = [c for c in (image_column, audio_column, caption_column) if c is not None]
+        skip = {image_column} if self.caches.latents else set()
+        skip |= {audio_column} if self.caches.audio else set()
+        self.dataset = dataset.select_columns([c for c in columns if c not in skip])
+        self.resolution, self.sampling_rate, self.max_audio_seconds = resolution, sampling_rate, max_audio_seconds
+        self.image_column, self.audio_column, self.caption_column = image_column, audio_column, caption_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.dataset[int(index)]
+        example = {"index": int(index), "caption": row[self.caption_column] if self.caption_column else ""}
+        if self.caches.latents:
+            example["latent_moments"] = self.caches.latents["latent_moments"][index]
+        else:
+            example["pixel_values"] = preprocess_image(row[self.image_column], self.resolution)
+        if self.caches.audio:
+            example.update({k: v[index] for k, v in self.caches.audio.items()})
+        else:
+            example["waveform"] = load_training_audio(
+                row[self.audio_column], self.sampling_rate, self.max_audio_seconds, arg=f"{self.audio_column}[{index}]"
+            )
+        return example
+
+
+def collate_examples(examples: list[dict]) -> dict:
+    """Stack tensors; keep `waveform` (variable length) and `caption` as lists; `index` as a long tensor."""
+    batch = {"index": torch.tensor([e["index"] for e in examples]), "caption": [e["caption"] for e in examples]}
+    for key in ("pixel_values", "latent_moments", "pooled", "hidden_states"):
+        if key in examples[0]:
+            batch[key] = torch.stack([e[key] for e in examples])
+    if "waveform" in examples[0]:
+        batch["waveform"] = [e["waveform"] for e in examples]
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------- caching
+def model_fingerprint(*modules: nn.Module | None, extra: object = None) -> str:
+    """A hash of the modules' classes, configs and weights (+ `extra`, e.g. preprocessing settings)."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for module in modules:
+        if module is None:
+            h.update(b"none")
+            continue
+        h.update(type(module).__name__.encode())
+        config = getattr(module, "config", None)
+        if config is not None:
+            h.update(json.dumps(dict(config) if not hasattr(config, "to_dict") else config.to_dict(), sort_keys=True, default=str).encode())
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def feature_cache_path(cache_dir: str | os.PathLike, kind: str, dataset_fingerprint: str, model_key: str) -> Path:
+    """`<cache_dir>/<dataset_fingerprint>/<kind>-<model_key>.safetensors`."""
+    return Path(cache_dir) / dataset_fingerprint / f"{kind}-{model_key}.safetensors"
+
+
+def cached_features(
+    path: str | os.PathLike,
+    compute: Callable[[list[int]], dict[str, torch.Tensor]],
+    num_rows: int,
+    batch_size: int = 16,
+    desc: str = "Caching features",
+    write: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Load per-row features from `path`, or compute them in batches (`compute(indices) -> {name: (b, ...)}`),
+    save them there (when `write`) and return them. The file is written atomically (temporary name + rename)."""
+    path = Path(path)
+    if path.is_file():
+        features = load_file(str(path))
+        if all(len(v) == num_rows for v in features.values()):
+            logger.info("Loaded cached features from %s", path)
+            return features
+        logger.warning("Cache %s has the wrong row count; recomputing it.", path)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in tqdm(range(0, num_rows, batch_size), desc=desc, disable=num_rows <= batch_size):
+        out = compute(list(range(start, min(start + batch_size, num_rows))))
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value.detach().float().cpu())
+    features = {k: torch.cat(v).contiguous() for k, v in parts.items()}
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file(features, str(tmp))
+        os.replace(tmp, path)
+        logger.info("Cached %d rows of %s to %s", num_rows, sorted(features), path)
+    return features
+
+
+def default_cache_dir() -> str:
+    """`$DIFFUSERS_SONIFY_CACHE` or `$XDG_CACHE_HOME/diffusers_sonify/training` (default `~/.cache/...`)."""
+    if os.environ.get("DIFFUSERS_SONIFY_CACHE"):
+        return os.environ["DIFFUSERS_SONIFY_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "diffusers_sonify", "training")
+
+
+# ----------------------------------------------------------------------------------------------- hub
+def files_to_push(output_dir: str | os.PathLike) -> list[str]:
+    """The files of a training output folder that `push_training_output` uploads (checkpoints and logs excluded),
+    selected with the same `filter_repo_objects` that `upload_folder` applies to `PUSH_IGNORE_PATTERNS`."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    root = Path(output_dir)
+    relative = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return list(filter_repo_objects(relative, ignore_patterns=PUSH_IGNORE_PATTERNS))
+
+
+def push_training_output(output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None):
+    """Create `repo_id` (if needed) and upload the output folder minus checkpoints and logs; returns the commit."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+    return upload_folder(
+        repo_id=repo_id,
+        folder_path=str(output_dir),
+        token=token,
+        commit_message="Upload AudioToImagePipeline trained with diffusers-sonify",
+        ignore_patterns=PUSH_IGNORE_PATTERNS,
+    )
+
