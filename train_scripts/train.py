@@ -21,7 +21,7 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if accelerator.is_main_process:
         os.makedirs(cfg.output_dir, exist_ok=True)
+    set_seed(cfg.seed)  # fresh adapter and LoRA initialisation; per-step randomness uses tu.step_generator
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
     # Frozen parts

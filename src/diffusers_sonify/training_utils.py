@@ -153,13 +153,12 @@ def configure_trainable_parameters(
     lora_alpha: float | None = None,
     train_unet: bool = False,
     train_audio_encoder: bool = False,
-    train_text_encoder: bool = False,
 ) -> list[nn.Parameter]:
     """Freeze everything, then unfreeze the training set and return it as a *list* of parameters.
 
     The adapter (`audio_projection`) always trains. `lora_rank > 0` adds peft LoRA (`init_lora_weights="gaussian"`)
     to the UNet's attention projections; `train_unet` unfreezes the whole UNet instead; `train_audio_encoder`
-    and `train_text_encoder` unfreeze those encoders. A list (not a `filter` iterator) so the optimizer and
+    unfreezes the audio encoder (the text encoder, when present, stays frozen). A list (not a `filter` iterator) so the optimizer and
     gradient clipping see the same parameters.
 
     Args:
@@ -169,8 +168,11 @@ def configure_trainable_parameters(
         raise ValueError(f"`lora_rank` must be >= 0 (0 disables LoRA), got {lora_rank}.")
     if lora_rank and train_unet:
         raise ValueError("`lora_rank` and `train_unet` are exclusive: LoRA trains a low-rank update of a frozen UNet.")
-    if train_text_encoder and modules.get("text_encoder") is None:
-        raise ValueError("`train_text_encoder` needs a text encoder; set `use_text_encoder` or drop the flag.")
+    if train_audio_encoder and hasattr(modules["audio_encoder"], "get_text_features"):
+        raise ValueError(
+            "`train_audio_encoder` with a full ClapModel would carry its unused text tower into the optimizer and DDP; "
+            "set `audio_encoder_class: ClapAudioModelWithProjection` (same checkpoint, audio tower + projection only)."
+        )
     for module in modules.values():
         if module is not None:
             module.requires_grad_(False)
@@ -190,8 +192,6 @@ def configure_trainable_parameters(
     modules["audio_projection"].requires_grad_(True)
     if train_audio_encoder:
         modules["audio_encoder"].requires_grad_(True)
-    if train_text_encoder:
-        modules["text_encoder"].requires_grad_(True)
     return [p for m in modules.values() if m is not None for p in m.parameters() if p.requires_grad]
 
 

@@ -30,6 +30,7 @@ class AudioFeatures:
 
 def audio_input_name(audio_encoder: torch.nn.Module) -> str:
     """The name of the tensor argument the encoder's forward takes (`input_features` or `input_values`)."""
+    audio_encoder = getattr(audio_encoder, "module", audio_encoder)  # look through a DistributedDataParallel wrapper
     module = audio_encoder.audio_model if hasattr(audio_encoder, "get_audio_features") else audio_encoder
     params = inspect.signature(module.forward).parameters
     for name in ("input_features", "input_values"):

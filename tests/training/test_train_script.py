@@ -1,0 +1,154 @@
+"""End-to-end runs of `train_scripts/train.py` under `accelerate launch` (CPU): few launches, many assertions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import yaml
+from conftest import free_port, launch
+from safetensors.torch import load_file
+
+
+MAX_GRAD_NORM = 0.01  # below the tiny model's gradient norm, so every step is clipped
+
+
+def read_log(output_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(output_dir) / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validation_wavs):
+    """Run A: 4 uninterrupted steps. Run B: the same, interrupted after 2 steps, then resumed from `latest`.
+
+    Both: a saved tiny pipeline with a text encoder, captions, LoRA rank 4, EMA, cached latents and audio features.
+    """
+    root = tmp_path_factory.mktemp("runs")
+    common = [
+        "--pretrained_pipeline", tiny_text_pipe_dir, "--dataset_name", tiny_dataset_dir, "--caption_column", "caption",
+        "--lora_rank", "4", "--use_ema", "--max_train_steps", "4", "--max_grad_norm", str(MAX_GRAD_NORM),
+        "--cache_dir", str(root / "cache"), "--validation_audio", *validation_wavs,
+    ]  # fmt: skip
+    single = ["--num_processes", "1", "--cpu"]
+    launch(single, [*common, "--output_dir", str(root / "A")])
+    launch(single, [*common, "--output_dir", str(root / "B"), "--max_steps_this_run", "2"])
+    interrupted = read_log(root / "B")
+    assert not (root / "B" / "model_index.json").exists(), "an interrupted run must not write the final pipeline"
+    launch(single, [*common, "--output_dir", str(root / "B"), "--resume_from_checkpoint", "latest"])
+    return root / "A", root / "B", interrupted
+
+
+def test_exact_resume(single_runs):
+    a, b, interrupted = single_runs
+    log_a, log_b = read_log(a), read_log(b)
+    assert [e["step"] for e in interrupted] == [1, 2]
+    assert [e["step"] for e in log_b] == [1, 2, 3, 4]
+    assert [e["loss"] for e in log_a] == [e["loss"] for e in log_b]
+    assert [e["indices_per_rank"] for e in log_a] == [e["indices_per_rank"] for e in log_b]
+    for name in ("audio_projection/diffusion_pytorch_model.safetensors", "pytorch_lora_weights.safetensors"):
+        wa, wb = load_file(a / name), load_file(b / name)
+        assert wa.keys() == wb.keys() and wa
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    # the weights did move: the trained adapter differs from the one training started from
+    assert len({e["loss"] for e in log_a}) == 4
+
+
+def test_checkpoints_hold_trainable_weights_only(single_runs, tiny_text_pipe_dir):
+    a, _, _ = single_runs
+    ckpt = a / "checkpoint-2"
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert "optimizer.bin" in files and "scheduler.bin" in files and "random_states_0.pkl" in files
+    assert not [f for f in files if f.startswith("model")], files  # accelerate's full-model files are not written
+    tensors = {}
+    for f in files:
+        if f.startswith("trainable_"):
+            tensors.update(load_file(ckpt / f))
+    adapter_keys = set(load_file(Path(tiny_text_pipe_dir) / "audio_projection/diffusion_pytorch_model.safetensors"))
+    lora = {k for k in tensors if "lora_" in k}
+    assert lora and adapter_keys <= set(tensors) and set(tensors) == adapter_keys | lora
+
+
+def test_clipping_and_log(single_runs):
+    a, _, _ = single_runs
+    log = read_log(a)
+    assert all(e["num_processes"] == 1 and e["written_by_rank"] == 0 for e in log)
+    for e in log:
+        assert e["grad_norm"] > MAX_GRAD_NORM  # the pre-clip norm (what accelerate returns)
+        assert e["grad_norm_clipped"] == pytest.approx(MAX_GRAD_NORM, rel=1e-3)
+    assert list((a / "logs").rglob("events.out.tfevents.*")), "tensorboard events were not written"
+    assert sorted(p.name for p in (a / "validation").iterdir()) == ["step_000002.png", "step_000004.png"]
+
+
+def test_output_reloads_and_lora_reproduces_validation(single_runs, validation_wavs):
+    from diffusers_sonify import AudioToImagePipeline
+
+    a, _, _ = single_runs
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "train_scripts/configs/tiny.yaml").read_text())
+    pipe = AudioToImagePipeline.from_pretrained(a)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(num_inference_steps=cfg["validation_inference_steps"], guidance_scale=cfg["validation_guidance_scale"])
+    base = pipe(validation_wavs, generator=torch.Generator().manual_seed(cfg["seed"]), output_type="np", **kwargs).images
+    assert base.shape == (2, 32, 32, 3) and np.isfinite(base).all()
+    pipe.load_lora_weights(a)
+    images = pipe(validation_wavs, generator=torch.Generator().manual_seed(cfg["seed"]), **kwargs).images
+    grid = np.asarray(PIL.Image.open(a / "validation_grid.png").convert("RGB"))
+    np.testing.assert_array_equal(np.concatenate([np.asarray(i) for i in images], axis=1), grid)
+    without_lora = (np.concatenate(list(base), axis=1) * 255).round().astype(np.uint8)
+    assert np.abs(without_lora.astype(int) - grid.astype(int)).max() > 0, "LoRA had no effect on the images"
+
+
+def test_model_card_and_push_folder(single_runs):
+    from huggingface_hub import ModelCard
+
+    from diffusers_sonify.training_utils import files_to_push
+
+    a, _, _ = single_runs
+    card = ModelCard.load(a / "README.md")
+    assert card.data.library_name == "diffusers" and "lora" in card.data.tags
+    assert "load_lora_weights" in card.text and "![validation grid](validation_grid.png)" in card.text
+    assert "| lora_rank | 4 |" in card.text and "ClapAudioModelWithProjection" in card.text
+    pushed = files_to_push(a)
+    for name in ("model_index.json", "README.md", "pytorch_lora_weights.safetensors", "validation_grid.png",
+                 "unet/diffusion_pytorch_model.safetensors", "audio_projection/config.json"):  # fmt: skip
+        assert name in pushed
+    assert not [p for p in pushed if p.startswith(("checkpoint-", "logs/")) or p == "train_log.jsonl"]
+
+
+def test_two_processes_pixel_space_with_trainable_audio_encoder(tmp_path, tiny_dataset_dir, tiny_base_dirs):
+    """Two gloo processes; a pixel-space UNet built from an inline config; the audio encoder trains (no audio cache)."""
+    base, audio = tiny_base_dirs
+    unet_config = json.dumps({
+        "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 32],
+        "layers_per_block": 1, "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32, "attention_head_dim": 8,
+    })  # fmt: skip
+    out = tmp_path / "out"
+    launch(
+        ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
+        ["--unet_config", unet_config, "--scheduler_config", f"{base}/scheduler/scheduler_config.json",
+         "--audio_encoder_name_or_path", audio, "--train_audio_encoder", "--dataset_name", tiny_dataset_dir,
+         "--expected_num_processes", "2", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"),
+         "--report_to", "none"],
+    )  # fmt: skip
+    log = read_log(out)
+    assert [e["step"] for e in log] == [1, 2]
+    assert all(e["num_processes"] == 2 and e["written_by_rank"] == 0 for e in log)
+    for e in log:
+        rank0, rank1 = e["indices_per_rank"]
+        assert len(rank0) == len(rank1) == 2 and not set(rank0) & set(rank1)
+    assert not (tmp_path / "cache").exists(), "audio features must not be cached while the audio encoder trains"
+
+    from diffusers_sonify import AudioToImagePipeline
+
+    pipe = AudioToImagePipeline.from_pretrained(out)
+    assert pipe.vae is None and pipe.unet.config.in_channels == 3
+    start = load_file(Path(audio) / "model.safetensors")
+    trained = load_file(out / "audio_encoder/model.safetensors")
+    assert any(not torch.equal(start[k], trained[k]) for k in start), "the audio encoder did not train"
+    image = pipe(np.sin(np.linspace(0, 800, 16000)).astype(np.float32), sampling_rate=16000, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+    assert image.shape == (1, 32, 32, 3)
