@@ -389,15 +389,17 @@ class SonifiedImageAudioDataset(torch.utils.data.Dataset):
         columns = [c for c in (image_column, audio_column, caption_column) if c is not None]
         skip = {image_column} if self.caches.latents else set()
         skip |= {audio_column} if self.caches.audio else set()
-        self.dataset = dataset.select_columns([c for c in columns if c not in skip])
+        self.columns = [c for c in columns if c not in skip]
+        self.num_rows = len(dataset)
+        self.dataset = dataset.select_columns(self.columns) if self.columns else None  # all cached: read no rows
         self.resolution, self.sampling_rate, self.max_audio_seconds = resolution, sampling_rate, max_audio_seconds
         self.image_column, self.audio_column, self.caption_column = image_column, audio_column, caption_column
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return self.num_rows
 
     def __getitem__(self, index: int) -> dict:
-        row = self.dataset[int(index)]
+        row = self.dataset[int(index)] if self.dataset is not None else {}
         example = {"index": int(index), "caption": row[self.caption_column] if self.caption_column else ""}
         if self.caches.latents:
             example["latent_moments"] = self.caches.latents["latent_moments"][index]

@@ -1,0 +1,179 @@
+"""Unit tests of diffusers_sonify.training_utils on tiny real components."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import sound, wav_bytes
+from diffusers import DDPMScheduler
+
+from diffusers_sonify import training_utils as tu
+from diffusers_sonify.models import AudioProjectionModel
+from diffusers_sonify.tiny import tiny_pipeline_components
+
+
+@pytest.fixture(scope="module")
+def components():
+    return tiny_pipeline_components(seed=0)
+
+
+def test_audio_dropout_uses_the_adapters_null_tokens_and_trains_them():
+    adapter = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6, num_pooled_tokens=2, num_hidden_tokens=3)
+    embeds = adapter(pooled=torch.randn(5, 4), hidden_states=torch.randn(5, 7, 6))
+    all_dropped, mask = tu.drop_audio_condition(embeds, adapter, 1.0, torch.Generator().manual_seed(0))
+    assert mask.all() and torch.equal(all_dropped, adapter.get_null_audio_embeds(5))
+    kept, mask = tu.drop_audio_condition(embeds, adapter, 0.0, torch.Generator().manual_seed(0))
+    assert not mask.any() and torch.equal(kept, embeds)
+    some, mask = tu.drop_audio_condition(embeds, adapter, 0.5, torch.Generator().manual_seed(1))  # 3 of 5 dropped
+    assert 0 < mask.sum() < 5
+    assert torch.equal(some[mask], adapter.get_null_audio_embeds(int(mask.sum()))) and torch.equal(some[~mask], embeds[~mask])
+    some.sum().backward()
+    assert adapter.null_audio_embeds.grad.abs().sum() > 0  # the null tokens are learned through the dropout
+    with pytest.raises(ValueError, match="audio_drop_prob"):
+        tu.drop_audio_condition(embeds, adapter, 1.5, torch.Generator())
+
+
+def test_text_dropout_replaces_rows_by_the_empty_prompt():
+    text, null = torch.randn(4, 6, 8), torch.randn(1, 6, 8)
+    out, mask = tu.drop_text_condition(text, null, 1.0, torch.Generator().manual_seed(0))
+    assert mask.all() and torch.equal(out, null.expand(4, -1, -1))
+    with pytest.raises(ValueError, match="text_drop_prob"):
+        tu.drop_text_condition(text, null, -0.1, torch.Generator())
+
+
+def test_loss_min_snr_weighting_and_targets():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    pred, target = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([1, 100, 500, 999])
+    assert torch.allclose(tu.diffusion_loss(pred, target, t, sched), torch.nn.functional.mse_loss(pred, target))
+    # epsilon: weight min(SNR, gamma) / SNR with SNR = alpha_bar / (1 - alpha_bar)
+    a = sched.alphas_cumprod[t]
+    snr = a / (1 - a)
+    per_sample = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+    expected = (per_sample * torch.clamp(snr, max=5.0) / snr).mean()
+    assert torch.allclose(tu.diffusion_loss(pred, target, t, sched, snr_gamma=5.0), expected, rtol=1e-5)
+    assert (torch.clamp(snr, max=5.0) / snr < 1).any()  # the weighting actually changes something here
+    with pytest.raises(ValueError, match="snr_gamma"):
+        tu.diffusion_loss(pred, target, t, sched, snr_gamma=0.0)
+    latents, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    assert tu.training_target(sched, latents, noise, t) is noise
+    v = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    expected_v = a.sqrt().view(-1, 1, 1, 1) * noise - (1 - a).sqrt().view(-1, 1, 1, 1) * latents
+    assert torch.allclose(tu.training_target(v, latents, noise, t), expected_v, atol=1e-6)
+
+
+def test_trainable_sets_lora_and_real_clipping():
+    from accelerate import Accelerator
+
+    c = tiny_pipeline_components(seed=0)
+    modules = {k: c[k] for k in ("unet", "audio_projection", "audio_encoder", "vae")}
+    params = tu.configure_trainable_parameters(modules, lora_rank=4)
+    assert isinstance(params, list)
+    unet_trainable = [n for n, p in c["unet"].named_parameters() if p.requires_grad]
+    assert unet_trainable and all("lora_" in n for n in unet_trainable)
+    assert all(p.requires_grad for p in c["audio_projection"].parameters())
+    assert tu.count_parameters(c["audio_encoder"])[0] == tu.count_parameters(c["vae"])[0] == 0
+    assert "audio_projection" in tu.trainable_summary(modules)
+    with pytest.raises(ValueError, match="exclusive"):
+        tu.configure_trainable_parameters(dict(modules), lora_rank=4, train_unet=True)
+
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in params}
+    accelerator = Accelerator(cpu=True)
+    embeds = c["audio_projection"](pooled=torch.randn(2, 16), hidden_states=torch.randn(2, 10, 32))
+    out = c["unet"](torch.randn(2, 4, 16, 16), torch.tensor([10, 500]), encoder_hidden_states=embeds).sample
+    (out**2).mean().backward()
+    pre = accelerator.clip_grad_norm_(params, 1e-4)
+    post = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    assert pre > 1e-4 and post == pytest.approx(1e-4, rel=1e-3)
+    lora_grads = [p.grad for n, p in c["unet"].named_parameters() if "lora_" in n]
+    assert all(g is not None for g in lora_grads)
+
+
+def test_trainable_state_dict_round_trip_and_mismatch(components):
+    adapter = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6)
+    adapter.requires_grad_(True)
+    state = tu.trainable_state_dict(adapter)
+    fresh = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6)
+    tu.load_trainable_state_dict(fresh, state)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    state.pop("null_audio_embeds")
+    with pytest.raises(ValueError, match="missing \\['null_audio_embeds'\\]"):
+        tu.load_trainable_state_dict(fresh, state)
+
+
+def test_augmentation_keeps_loudness_and_is_deterministic():
+    wave = sound(2, seconds=3.0) * np.linspace(0.5, 1.0, 48000, dtype=np.float32)
+    window = 16000
+    a = tu.augment_waveform(wave, window, torch.Generator().manual_seed(0), max_gain_db=1.0)
+    b = tu.augment_waveform(wave, window, torch.Generator().manual_seed(0), max_gain_db=1.0)
+    assert len(a) == window and np.array_equal(a, b)
+    outs = [tu.augment_waveform(wave, window, torch.Generator().manual_seed(s)) for s in range(20)]
+    assert len({o[:50].tobytes() for o in outs}) > 1
+    rms = lambda x: np.sqrt(np.mean(x**2))  # noqa: E731
+    for out in outs:  # loudness within +-1 dB (gain) of the matching window (the 0.5..1 ramp adds < 2 dB more)
+        assert abs(20 * np.log10(rms(out) / rms(wave))) < 1.0 + 2.0
+    short = sound(1, seconds=0.5)
+    out = tu.augment_waveform(short, window, torch.Generator().manual_seed(1), max_gain_db=0.0)
+    assert len(out) == len(short) and np.allclose(np.abs(out), np.abs(short))  # only polarity may change
+
+
+def test_decode_audio_cells():
+    wave = sound(0, seconds=0.5)
+    array, sr = tu.decode_audio({"bytes": wav_bytes(wave), "path": None})
+    assert sr == 16000 and array.shape == (1, 8000) and np.allclose(array[0], wave, atol=1e-6)
+    array, sr = tu.decode_audio({"array": wave, "sampling_rate": 16000})
+    assert sr == 16000 and np.allclose(array[0], wave)
+    resampled = tu.load_training_audio({"bytes": wav_bytes(wave), "path": None}, target_sr=8000, max_seconds=None)
+    assert resampled.shape == (4000,)
+    with pytest.raises(TypeError, match="audio_column"):
+        tu.decode_audio(3.0)
+
+
+def test_feature_cache_is_keyed_and_reused(tmp_path):
+    calls = []
+
+    def compute(idx):
+        calls.append(idx)
+        return {"pooled": torch.tensor(idx, dtype=torch.float32)[:, None].repeat(1, 3)}
+
+    path = tu.feature_cache_path(tmp_path, "audio", "fp-a", "model1")
+    first = tu.cached_features(path, compute, 5, batch_size=2)
+    assert len(calls) == 3 and path.is_file() and first["pooled"].shape == (5, 3)
+    again = tu.cached_features(path, compute, 5, batch_size=2)
+    assert len(calls) == 3 and torch.equal(first["pooled"], again["pooled"])
+    other = tu.feature_cache_path(tmp_path, "audio", "fp-b", "model1")
+    assert other != path and not other.exists()
+    adapter = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6)
+    key = tu.model_fingerprint(adapter, extra={"sr": 16000})
+    assert key == tu.model_fingerprint(adapter, extra={"sr": 16000}) != tu.model_fingerprint(adapter, extra={"sr": 8000})
+    with torch.no_grad():
+        adapter.null_audio_embeds.add_(1.0)
+    assert tu.model_fingerprint(adapter, extra={"sr": 16000}) != key
+
+
+def test_sampler_and_step_generator_are_position_keyed():
+    s = tu.EpochShuffleSampler(10, seed=3)
+    first = list(s)
+    assert sorted(first) == list(range(10)) and list(s) == first
+    s.set_epoch(1)
+    assert list(s) != first
+    draw = lambda *k: torch.rand(3, generator=tu.step_generator(*k))  # noqa: E731
+    assert torch.equal(draw(0, 5, 0, 0), draw(0, 5, 0, 0))
+    assert not torch.equal(draw(0, 5, 0, 0), draw(0, 5, 0, 1)) and not torch.equal(draw(0, 5, 0, 0), draw(0, 6, 0, 0))
+
+
+def test_dataset_rows_collate_and_bad_columns(tiny_dataset_dir):
+    ds = tu.load_training_dataset(tiny_dataset_dir)
+    with pytest.raises(ValueError, match="`image_column`='picture'"):
+        tu.load_training_dataset(tiny_dataset_dir, image_column="picture")
+    rows = tu.SonifiedImageAudioDataset(ds, 32, 16000, 1.0, caption_column="caption")
+    batch = tu.collate_examples([rows[0], rows[3]])
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["pixel_values"].abs().max() <= 1.0
+    assert batch["index"].tolist() == [0, 3] and batch["caption"] == ["scene 0", "scene 3"]
+    assert len(batch["waveform"]) == 2 and batch["waveform"][0].shape == (24000,)  # 1.5 s <= 2 x 1 s window
+    caches = tu.FeatureCaches(audio={"pooled": torch.randn(8, 4)}, latents={"latent_moments": torch.randn(8, 8, 4, 4)})
+    cached = tu.collate_examples([tu.SonifiedImageAudioDataset(ds, 32, 16000, 1.0, caches=caches)[i] for i in (1, 2)])
+    assert set(cached) == {"index", "caption", "pooled", "latent_moments"}
+    assert torch.equal(cached["pooled"], caches.audio["pooled"][[1, 2]])
