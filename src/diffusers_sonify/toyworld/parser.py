@@ -16,7 +16,7 @@ from .world import CLASSES, CLASS_NAMES
 
 
 MIN_SATURATION = 0.45  # backgrounds stay below ~0.3, icons are above ~0.85
-MIN_VALUE = 0.3
+MIN_CHROMA = 0.35  # max - min channel: backgrounds ~0.15, icons ~0.8; robust to noise on dark backgrounds
 DEFAULT_MIN_AREA = 6  # pixels; the smallest icon covers ~20 px at 32x32
 INDOOR_MAX_VALUE = 0.52  # background brightness: rooms are dark (~0.3), outdoors bright (~0.8)
 _CLASS_HUES = np.array([colorsys.rgb_to_hsv(*(np.array(c.colour) / 255.0))[0] for c in CLASSES])
@@ -74,7 +74,7 @@ def parse_scene(image, min_area: int = DEFAULT_MIN_AREA) -> ParsedScene:
     r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
     delta = np.maximum(cmax - cmin, 1e-6)
     hue = np.where(cmax == r, ((g - b) / delta) % 6, np.where(cmax == g, (b - r) / delta + 2, (r - g) / delta + 4)) / 6
-    is_object = (sat >= MIN_SATURATION) & (cmax >= MIN_VALUE)
+    is_object = (sat >= MIN_SATURATION) & (cmax - cmin >= MIN_CHROMA)
     dist = np.abs(hue[..., None] - _CLASS_HUES)
     dist = np.minimum(dist, 1 - dist)
     label = dist.argmin(-1)
