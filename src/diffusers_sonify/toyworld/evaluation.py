@@ -99,7 +99,8 @@ def make_eval_sounds(
         for _ in range(reverb_pairs_per_class):
             dry = set_loudness(clips(name), SINGLE_LUFS)
             out.append(EvalSound("reverb", dry, [name], "outdoor", group=group))
-            out.append(EvalSound("reverb", apply_reverb(dry, rt60, rng), [name], "indoor", group=group))
+            wet = set_loudness(apply_reverb(dry, rt60, int(rng.integers(2**31))), SINGLE_LUFS)
+            out.append(EvalSound("reverb", wet, [name], "indoor", group=group))
             group += 1
     pairs = list(itertools.combinations(CLASS_NAMES, 2))
     for k in rng.permutation(len(pairs))[:num_sweeps]:

@@ -1,22 +1,27 @@
-"""Loudness, reverb and mixing used to make the toy world's soundtracks and held-out evaluation sounds.
+"""Loudness, reverb and mixing for the toy world's soundtracks and held-out evaluation sounds.
 
-These follow the builder's recipe (per-source LUFS from prominence, reverb from the acoustic space, mix, peak
-limit). They are private to the toy world so that evaluation sounds do not depend on builder internals; the
-dataset itself is built by the real builder.
+Built on the builder's audio functions (`diffusers_sonify.audio`) in the builder's order (reverb with the scene's
+RT60, then loudness set to the source's target LUFS, mix, peak limit), with the toy world's settings: a 20 LU
+prominence range, no distance offsets, a 0 dB direct-to-reverberant ratio and RT60 0.9 / 1.2 s indoors. The
+builder's toy config must use the same values (see RECIPE.md) so evaluation sounds match the training data.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torchaudio
 
+from ..audio import apply_reverb as _convolve
+from ..audio import gain_to_lufs, limit_peaks, measure_loudness, synthetic_impulse_response
+from ..audio import mix as _sum
 from .world import SAMPLING_RATE
 
 
 LUFS_RANGE = (-42.0, -22.0)  # prominence 0 -> -42 LUFS, 1 -> -22: a 20 LU range, clearly audible
-RT60_BY_SPACE = {"small": 0.6, "medium": 0.9, "large": 1.2, "open": 0.05}
-PEAK_LIMIT = 10 ** (-1 / 20)  # -1 dBFS
+RT60_BY_SPACE = {"small": 0.6, "medium": 0.9, "large": 1.2, "open": 0.0}  # open: free field, dry
+DIRECT_TO_REVERB_DB = 0.0  # as much reverberant as direct energy: an unmistakable room
+PEAK_CEILING_DBFS = -1.0
+PEAK_LIMIT = 10 ** (PEAK_CEILING_DBFS / 20)
 
 
 def lufs_from_prominence(prominence: float, lufs_range: tuple[float, float] = LUFS_RANGE) -> float:
@@ -26,45 +31,43 @@ def lufs_from_prominence(prominence: float, lufs_range: tuple[float, float] = LU
 
 
 def loudness(clip: np.ndarray) -> float:
-    """Integrated loudness (ITU-R BS.1770, torchaudio) of a mono 16 kHz clip in LUFS."""
-    return float(torchaudio.functional.loudness(torch.as_tensor(clip, dtype=torch.float32)[None], SAMPLING_RATE))
+    """Integrated loudness (ITU-R BS.1770) of a mono 16 kHz clip in LUFS."""
+    return measure_loudness(torch.as_tensor(clip, dtype=torch.float32), SAMPLING_RATE)
 
 
 def set_loudness(clip: np.ndarray, target_lufs: float) -> np.ndarray:
     """Scale `clip` so its integrated loudness is `target_lufs`."""
-    return (clip * 10 ** ((target_lufs - loudness(clip)) / 20)).astype(np.float32)
+    scaled, _ = gain_to_lufs(torch.as_tensor(clip, dtype=torch.float32), SAMPLING_RATE, target_lufs)
+    return scaled.numpy().astype(np.float32)
 
 
-def impulse_response(rt60: float, rng: np.random.Generator) -> np.ndarray:
-    """Exponentially decaying noise with the given RT60 (60 dB decay time), direct path first, unit energy."""
-    n = max(1, int(min(rt60 * 1.2, 2.0) * SAMPLING_RATE))
-    t = np.arange(n) / SAMPLING_RATE
-    ir = rng.normal(0, 1, n) * np.exp(-6.9078 * t / rt60)  # ln(1000) = 6.9078: amplitude falls 60 dB at rt60
-    ir[0] = 0.0
-    ir *= np.sqrt(0.5 / max((ir**2).sum(), 1e-12)) if rt60 > 0.2 else 0.1
-    ir[0] = 1.0
-    return (ir / np.sqrt((ir**2).sum())).astype(np.float32)
+def impulse_response(rt60: float, seed: int) -> np.ndarray:
+    """The builder's synthetic room response with the toy world's direct-to-reverberant ratio."""
+    return synthetic_impulse_response(rt60, SAMPLING_RATE, seed=seed, direct_to_reverb_db=DIRECT_TO_REVERB_DB).numpy()
 
 
-def apply_reverb(clip: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarray:
-    """Convolve with an `impulse_response(rt60)`, keeping the clip's length."""
-    ir = torch.from_numpy(impulse_response(rt60, rng))
-    wet = torchaudio.functional.fftconvolve(torch.from_numpy(np.asarray(clip, np.float32)), ir)
-    return wet[: len(clip)].numpy()
+def apply_reverb(clip: np.ndarray, rt60: float, seed: int) -> np.ndarray:
+    """Convolve with `impulse_response(rt60, seed)` keeping the length; `rt60 <= 0` returns the clip (dry)."""
+    if rt60 <= 0:
+        return np.asarray(clip, np.float32)
+    ir = torch.from_numpy(impulse_response(rt60, seed))
+    return _convolve(torch.as_tensor(clip, dtype=torch.float32), ir).numpy()
 
 
 def mix(clips: list[np.ndarray]) -> np.ndarray:
-    """Sum clips and scale down only if the peak would exceed -1 dBFS."""
-    out = np.sum(np.stack(clips), axis=0)
-    peak = np.abs(out).max()
-    return (out * (PEAK_LIMIT / peak) if peak > PEAK_LIMIT else out).astype(np.float32)
+    """Sum clips and limit peaks to -1 dBFS (the builder's limiter)."""
+    summed = _sum([torch.as_tensor(c, dtype=torch.float32) for c in clips])
+    return limit_peaks(summed, SAMPLING_RATE, PEAK_CEILING_DBFS).numpy().astype(np.float32)
 
 
-def sonify_scene(scene: dict, clips: list[np.ndarray], rng: np.random.Generator, lufs_range=LUFS_RANGE) -> np.ndarray:
-    """The soundtrack of `scene`: `clips[i]` (one per object, of its class) at the object's prominence loudness,
-    reverberated by the scene's space, mixed."""
+def sonify_scene(scene: dict, clips: list[np.ndarray], seed: int, lufs_range=LUFS_RANGE) -> np.ndarray:
+    """The soundtrack of `scene` as the builder makes it: `clips[i]` (one per object, of its class) reverberated
+    by the scene's space, set to the object's prominence loudness, mixed and peak-limited."""
     if len(clips) != len(scene["objects"]):
         raise ValueError(f"`clips` has {len(clips)} clips for {len(scene['objects'])} objects; pass one per object.")
     rt60 = RT60_BY_SPACE[scene["space"]]
-    leveled = [set_loudness(c, lufs_from_prominence(o["prominence"], lufs_range)) for c, o in zip(clips, scene["objects"])]
-    return mix([apply_reverb(c, rt60, rng) for c in leveled])
+    sources = [
+        set_loudness(apply_reverb(c, rt60, seed + 7919 * (j + 1)), lufs_from_prominence(o["prominence"], lufs_range))
+        for j, (c, o) in enumerate(zip(clips, scene["objects"]))
+    ]
+    return mix(sources)
