@@ -304,21 +304,32 @@ def run_assemble(config: BuilderConfig, table, audio, r_key: str) -> tuple:
     audio_only = audio.select_columns([config.audio_column]).rename_column(config.audio_column, "audio") \
         if config.audio_column != "audio" else audio.select_columns(["audio"])  # fmt: skip
     num_shards = max(1, -(-len(table) // config.shard_size))
-    parts, cached = [], True
-    for s in range(num_shards):
-        path = folder / f"shard-{s:05d}"
-        if not path.exists():
-            cached = False
-            part = table.select(range(s * config.shard_size, min(len(table), (s + 1) * config.shard_size)))
-            out = part.map(
-                _assemble_batch, batched=True, batch_size=8, remove_columns=part.column_names,
-                num_proc=config.num_proc if len(part) >= 2 * config.num_proc else None,
-                fn_kwargs={"audio_corpus": audio_only, "config_json": _config_json(config)},
-                new_fingerprint=f"{key}-{s}", keep_in_memory=config.num_proc == 1, desc=f"Assembling shard {s}",
-            )  # fmt: skip
-            save_atomic(out, path)
-        parts.append(_load(path))
-    return concatenate_datasets(parts), cached
+    pending = [s for s in range(num_shards) if not (folder / f"shard-{s:05d}").exists()]
+    jobs = [(table, audio_only, _config_json(config), key, s, str(folder)) for s in pending]
+    if config.num_proc > 1 and len(jobs) > 1:
+        # spawn, not fork: a forked child of a process that already ran torch/OpenMP code can deadlock
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(min(config.num_proc, len(jobs)), mp_context=get_context("spawn")) as pool:
+            list(pool.map(_assemble_shard, jobs))
+    else:
+        for job in jobs:
+            _assemble_shard(job)
+    parts = [_load(folder / f"shard-{s:05d}") for s in range(num_shards)]
+    return concatenate_datasets(parts), not pending
+
+
+def _assemble_shard(job) -> None:
+    table, audio_only, config_json, key, s, folder = job
+    config = BuilderConfig(**json.loads(config_json))
+    part = table.select(range(s * config.shard_size, min(len(table), (s + 1) * config.shard_size)))
+    out = part.map(
+        _assemble_batch, batched=True, batch_size=8, remove_columns=part.column_names,
+        fn_kwargs={"audio_corpus": audio_only, "config_json": config_json},
+        new_fingerprint=f"{key}-{s}", keep_in_memory=True, desc=f"Assembling shard {s}",
+    )  # fmt: skip
+    save_atomic(out, Path(folder) / f"shard-{s:05d}")
 
 
 def _assemble_batch(batch: dict, *, audio_corpus, config_json: str) -> dict:
