@@ -143,7 +143,7 @@ def pretrain_audio_encoder(
             "loudness_loss": ((out[:, num : 2 * num] - level[idx]) ** 2 * p).sum() / p.sum(),
             "reverb_loss": F.binary_cross_entropy_with_logits(out[:, -1], reverb[idx]),
         }
-        loss = losses["presence_loss"] + 4 * losses["loudness_loss"] + losses["reverb_loss"]
+        loss = losses["presence_loss"] + 4 * losses["loudness_loss"] + 2 * losses["reverb_loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
