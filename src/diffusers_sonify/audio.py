@@ -162,7 +162,13 @@ def measure_loudness(waveform: torch.Tensor, sample_rate: int) -> float:
     waveform = _as_channels(waveform).to(torch.float32)
     if waveform.shape[-1] < round(0.4 * sample_rate):
         return float("-inf")
-    value = float(torchaudio.functional.loudness(waveform, int(sample_rate)))
+    # torchaudio's K-weighting filters clamp to [-1, 1]: measure loud signals scaled down (peak 0.25 leaves room
+    # for the +4 dB shelf) and add the gain back, so loudness stays exactly 6 dB per doubling of amplitude.
+    peak = float(waveform.abs().max())
+    if peak == 0.0:
+        return float("-inf")
+    scale = min(1.0, 0.25 / peak)
+    value = float(torchaudio.functional.loudness(waveform * scale, int(sample_rate))) - 20.0 * math.log10(scale)
     return value if math.isfinite(value) and value > SILENCE_LUFS else float("-inf")
 
 

@@ -1,0 +1,89 @@
+"""Loudness, reverb, looping, mixing and limiting in diffusers_sonify.audio."""
+
+import math
+
+import pytest
+import torch
+
+from diffusers_sonify.audio import (
+    apply_reverb,
+    estimate_rt60,
+    fit_to_duration,
+    gain_to_lufs,
+    limit_peaks,
+    measure_loudness,
+    mix,
+    synthetic_impulse_response,
+)
+
+
+SR = 16_000
+
+
+def _signals():
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(2 * SR) / SR
+    return {
+        "noise": 0.1 * torch.randn(2 * SR, generator=g),
+        "tone": 0.5 * torch.sin(2 * math.pi * 440 * t),
+        "bursts": torch.randn(2 * SR, generator=g) * (torch.sin(2 * math.pi * 2 * t) > 0.6),
+    }
+
+
+@pytest.mark.parametrize("target", [-14.0, -23.0, -40.0])
+@pytest.mark.parametrize("name", ["noise", "tone", "bursts"])
+def test_gain_to_lufs_hits_target(name, target):
+    out, measured = gain_to_lufs(_signals()[name], SR, target)
+    assert abs(measured - target) <= 0.1
+    assert abs(measure_loudness(out, SR) - target) <= 0.1
+
+
+def test_loudness_is_6db_per_doubling_and_silence_is_minus_inf():
+    x = _signals()["noise"]
+    assert measure_loudness(2 * x, SR) - measure_loudness(x, SR) == pytest.approx(20 * math.log10(2), abs=0.05)
+    assert measure_loudness(torch.zeros(SR), SR) == float("-inf")
+    with pytest.raises(ValueError, match="silent"):
+        gain_to_lufs(torch.zeros(SR), SR, -23.0)
+
+
+@pytest.mark.parametrize("sr", [16_000, 48_000])
+@pytest.mark.parametrize("rt60", [0.15, 0.4, 0.8, 1.8])
+def test_rt60_measured_back_within_20_percent(rt60, sr):
+    for drr in (10.0, -3.0):
+        ir = synthetic_impulse_response(rt60, sr, seed=3, direct_to_reverb_db=drr)
+        assert abs(estimate_rt60(ir, sr) - rt60) / rt60 < 0.2
+
+
+def test_reverb_keeps_length_lengthens_decay_and_rejects_bad_rt60():
+    click = torch.zeros(SR)
+    click[100] = 1.0
+    ir = synthetic_impulse_response(0.5, SR, seed=0, direct_to_reverb_db=0.0)
+    wet = apply_reverb(click, ir)
+    assert wet.shape == click.shape
+    assert wet[100] == pytest.approx(1.0) and wet[100 + 4000 :].abs().sum() > 0  # tail after 0.25 s
+    assert estimate_rt60(wet[100:], SR) == pytest.approx(0.5, rel=0.2)
+    with pytest.raises(ValueError, match="rt60"):
+        synthetic_impulse_response(0.0, SR)
+
+
+def test_fit_to_duration_loops_and_trims():
+    x = torch.arange(1, 6, dtype=torch.float32)
+    assert torch.equal(fit_to_duration(x, 12), torch.cat([x, x, x[:2]]))
+    assert torch.equal(fit_to_duration(x, 3), x[:3])
+    with pytest.raises(ValueError, match="empty"):
+        fit_to_duration(torch.zeros(0), 4)
+
+
+def test_mix_and_limit_peaks():
+    s = _signals()
+    assert torch.allclose(mix([s["noise"], torch.zeros_like(s["noise"])]), s["noise"])
+    with pytest.raises(ValueError, match="different lengths"):
+        mix([s["noise"], s["noise"][:10]])
+    loud = s["noise"] * 4.0
+    loud[::3000] = 3.0  # sparse spikes
+    limited = limit_peaks(loud, SR, ceiling_dbfs=-1.0)
+    assert float(limited.abs().max()) <= 10 ** (-1 / 20) + 1e-6
+    # only the neighbourhood of peaks is attenuated: the loudness barely moves
+    assert abs(measure_loudness(limited, SR) - measure_loudness(loud, SR)) < 3.0
+    quiet = s["noise"]
+    assert torch.equal(limit_peaks(quiet, SR), quiet)
