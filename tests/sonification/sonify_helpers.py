@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -13,6 +14,8 @@ from PIL import Image, ImageDraw
 
 
 SR = 16_000
+REPO = Path(__file__).resolve().parents[2]
+PROMPT = str(REPO / "dataset_builder" / "prompts" / "describe_v1.txt")
 # 20 audio labels and 3 differently phrased descriptions of each (60 queries)
 LABEL_QUERIES = {
     "dog bark": ["a dog barking in the yard", "a puppy yapping loudly", "a hound woofing at the mailman"],
