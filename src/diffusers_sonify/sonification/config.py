@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -226,7 +225,3 @@ def parse_build_config(argv: list[str] | None = None) -> BuilderConfig:
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     return config
 
-
-def env_rank() -> tuple[int, int]:
-    """(rank, world size) from the launcher's environment (torchrun / accelerate launch), (0, 1) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
