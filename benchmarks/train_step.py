@@ -103,14 +103,14 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny test components (quick check) instead of real shapes")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 4 realistic, 10 tiny)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 3 realistic, 10 tiny)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per loop first")
     parser.add_argument("--batch_size", type=int, default=None, help="default 2 realistic, 8 tiny")
     parser.add_argument("--resolution", type=int, default=None, help="image side; default 256 realistic, 32 tiny")
     parser.add_argument("--lora_rank", type=int, default=4)
     parser.add_argument("--no_recipe", action="store_true", help="skip the sd15_clap-recipe loop (text encoder kept)")
     args = parser.parse_args()
-    steps = args.steps or (10 if args.tiny else 4)
+    steps = args.steps or (10 if args.tiny else 3)
     b = args.batch_size or (8 if args.tiny else 2)
     r = args.resolution or (32 if args.tiny else 256)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -218,7 +218,7 @@ def main() -> None:
     mode = "tiny components" if args.tiny else "SD 1.5 UNet/VAE, CLIP ViT-L/14 text, CLAP-HTSAT audio (random weights)"
     print(f"\nmachine: {machine()}")
     print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
-    print(f"config: {mode}; batch {b}, {r}x{r} images -> {tuple(moments.shape[1:])} latents, LoRA rank "
+    print(f"config: {mode}; batch {b}, {r}x{r} images -> {moments.shape[1] // 2}x{moments.shape[2]}x{moments.shape[3]} latents, LoRA rank "
           f"{args.lora_rank}, fp32, {args.warmup} warm-up + {steps} timed steps per loop, interleaved")  # fmt: skip
     for name, value in rates.items():
         ratio = f"  ({value / baseline:.2f}x)" if name != "text-to-image LoRA" else ""
