@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import soundfile as sf
 
-from conftest import SR, chirp, tone
+from sounds import SR, chirp, tone
 from diffusers_sonify.pipelines.audio_to_image import EXAMPLE_DOC_STRING
 
 

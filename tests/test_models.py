@@ -13,7 +13,7 @@ from transformers import (
     ClapModel,
 )
 
-from conftest import SR, tone
+from sounds import SR, tone
 from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline
 from diffusers_sonify.models import encode_audio_features
 from diffusers_sonify.tiny import tiny_clap_audio, tiny_pipeline_components

@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import SR
+from sounds import SR
 from diffusers_sonify import AudioToImagePipeline
 from diffusers_sonify.tiny import tiny_pipeline
 

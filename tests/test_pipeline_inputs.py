@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import SR, tone
+from sounds import SR, tone
 from diffusers_sonify.audio import load_audio
 
 

@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 import yaml
-from conftest import free_port, launch
+from train_helpers import free_port, launch
 from safetensors.torch import load_file
 
 

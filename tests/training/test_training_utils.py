@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import sound, wav_bytes
+from train_helpers import sound, wav_bytes
 from diffusers import DDPMScheduler
 
 from diffusers_sonify import training_utils as tu

@@ -368,7 +368,7 @@ def build_sonified_dataset(config: BuilderConfig, rank: int = 0, world_size: int
     Returns:
         [`BuildReport`] on rank 0.
     """
-    from datasets import Dataset, concatenate_datasets
+    from datasets import concatenate_datasets
 
     config.validate_for_build()
     device = str(device)
