@@ -148,6 +148,6 @@ def pretrain_audio_encoder(
         loss.backward()
         optimizer.step()
     audio_encoder.eval().requires_grad_(False)
-    result = {k: float(v) for k, v in losses.items()}
+    result = {k: v.item() for k, v in losses.items()}
     logger.info("Audio encoder pre-trained for %d steps: %s", steps, result)
     return result

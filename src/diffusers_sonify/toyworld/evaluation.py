@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 
 from .corpora import eval_clip_seed
 from .parser import ParsedScene
-from .sonify import LUFS_RANGE, RT60_BY_SPACE, apply_reverb, mix, set_loudness
+from .sonify import RT60_BY_SPACE, apply_reverb, mix, set_loudness
 from .world import CLASS_NAMES, synthesize
 
 
