@@ -149,3 +149,15 @@ def test_describer_returns_the_vlm_schema(corpora):
 def test_describer_names_missing_columns():
     with pytest.raises(ValueError, match="lacks \\['objects'"):
         ToySceneDescriber().describe({"image": [None], "setting": ["indoor"], "space": ["large"]})
+
+
+def test_describer_runs_through_the_builders_describe_stage(corpora):
+    from diffusers_sonify.sonification.describe import SoundDescriber, describe_sounds
+
+    images, _ = corpora
+    describer = ToySceneDescriber()
+    assert isinstance(describer, SoundDescriber)
+    batch = images.with_format(None)[:6]
+    out = describe_sounds(batch, describer=describer)
+    assert out["skip_reason"] == [None] * 6
+    assert [len(s) for s in out["sound_sources"]] == [len(o) for o in batch["objects"]]
