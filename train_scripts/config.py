@@ -93,6 +93,9 @@ class TrainConfig:
         default=True, metadata={"help": "Random window, polarity, +-augment_gain_db gain (only without audio cache)."}
     )
     augment_gain_db: float = field(default=1.0, metadata={"help": "Max gain change of the augmentation, in dB."})
+    random_flip: bool = field(
+        default=False, metadata={"help": "Mirror training images left-right with p=0.5 (not with cached latents)."}
+    )
     cache_latents: bool = field(default=True, metadata={"help": "Encode images with the frozen VAE once and reuse."})
     cache_audio_features: bool = field(default=True, metadata={"help": "Encode audio once when the encoder is frozen."})
     cache_dir: str | None = field(default=None, metadata={"help": "Feature cache root (default ~/.cache/diffusers_sonify)."})

@@ -37,8 +37,7 @@ from config import load_mapping, parse_config  # noqa: E402
 from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline  # noqa: E402
 from diffusers_sonify import training_utils as tu  # noqa: E402
 from diffusers_sonify.hub import render_model_card  # noqa: E402
-from diffusers_sonify.models.audio_encoders import audio_input_name, encode_audio_features  # noqa: E402
-
+from diffusers_sonify.models.audio_encoders import audio_input_name, encode_audio_features, feature_extractor_seconds  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -178,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     if d.max_train_samples is not None:
         ds = ds.select(range(min(d.max_train_samples, len(ds))))
     fe = c["feature_extractor"]
-    max_seconds = tu.max_audio_seconds(fe)
+    max_seconds = feature_extractor_seconds(fe)
     num_window = None if max_seconds is None else int(max_seconds * fe.sampling_rate)
     caches = tu.FeatureCaches()
     cache_root = cfg.cache_dir or tu.default_cache_dir()
@@ -198,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         with accelerator.main_process_first():
             caches.audio = tu.cached_features(path, compute_audio, len(ds), desc="Caching audio features",
                                               write=accelerator.is_main_process)  # fmt: skip
+    if cfg.random_flip and cfg.cache_latents and c["vae"] is not None:
+        raise ValueError("`random_flip` needs the images, but `cache_latents` stores VAE latents: disable one of them.")
     if cfg.cache_latents and c["vae"] is not None:
         def compute_latents(idx):
             pixels = torch.stack([tu.preprocess_image(ds[i][d.image_column], d.resolution) for i in idx])
@@ -265,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     null_text = None
     if c["text_encoder"] is not None:
         def encode_text(captions):
+            if null_text is not None and not any(captions):  # no captions at all: the empty prompt, encoded once
+                return null_text.expand(len(captions), -1, -1)
             ids = c["tokenizer"](captions, padding="max_length", max_length=c["tokenizer"].model_max_length,
                                  truncation=True, return_tensors="pt").input_ids.to(device)  # fmt: skip
             with torch.no_grad():
@@ -296,11 +299,13 @@ def main(argv: list[str] | None = None) -> None:
                 micro += 1
                 if "latent_moments" in batch:
                     latents = DiagonalGaussianDistribution(batch["latent_moments"]).sample(gen)
-                elif c["vae"] is not None:
-                    with torch.no_grad():
-                        latents = c["vae"].encode(batch["pixel_values"].to(weight_dtype)).latent_dist.sample(gen)
                 else:
-                    latents = batch["pixel_values"]
+                    pixels = tu.random_hflip(batch["pixel_values"], gen) if cfg.random_flip else batch["pixel_values"]
+                    if c["vae"] is not None:
+                        with torch.no_grad():
+                            latents = c["vae"].encode(pixels.to(weight_dtype)).latent_dist.sample(gen)
+                    else:
+                        latents = pixels
                 if c["vae"] is not None:
                     latents = (latents.float() - (c["vae"].config.shift_factor or 0.0)) * c["vae"].config.scaling_factor
                 latents = latents.float().to(device)

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from .audio import prepare_waveform, validate_waveform
 from .models.audio_projection import AudioProjectionModel
 
-
 logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -305,13 +304,12 @@ def augment_waveform(
     return (crop_waveform(waveform, num_samples, min(offset, span)) * (sign * gain)).astype(np.float32)
 
 
-def max_audio_seconds(feature_extractor) -> float | None:
-    """Seconds of audio the feature extractor keeps (CLAP: `max_length_s`; AST: `max_length` frames at 10 ms)."""
-    if getattr(feature_extractor, "nb_max_samples", None):
-        return feature_extractor.nb_max_samples / feature_extractor.sampling_rate
-    if getattr(feature_extractor, "max_length", None):
-        return feature_extractor.max_length / 100.0
-    return None
+def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Flip each image of `(batch, channels, height, width)` left-right with probability `p` (from `generator`,
+    so a resumed run flips exactly as an uninterrupted one). Sound carries no left/right cue here, so a mirrored
+    scene is an equally valid picture of the same soundtrack."""
+    flip = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 def preprocess_image(image: PIL.Image.Image, resolution: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_helpers import sound, wav_bytes
 from diffusers import DDPMScheduler
+from train_helpers import sound, wav_bytes
 
 from diffusers_sonify import training_utils as tu
 from diffusers_sonify.models import AudioProjectionModel
@@ -177,3 +177,15 @@ def test_dataset_rows_collate_and_bad_columns(tiny_dataset_dir):
     cached = tu.collate_examples([tu.SonifiedImageAudioDataset(ds, 32, 16000, 1.0, caches=caches)[i] for i in (1, 2)])
     assert set(cached) == {"index", "caption", "pooled", "latent_moments"}
     assert torch.equal(cached["pooled"], caches.audio["pooled"][[1, 2]])
+
+
+def test_random_hflip_flips_per_image_reproducibly():
+    images = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3)
+    torch.testing.assert_close(tu.random_hflip(images, torch.Generator().manual_seed(0), p=1.0), images.flip(-1))
+    torch.testing.assert_close(tu.random_hflip(images, torch.Generator().manual_seed(0), p=0.0), images)
+    many = torch.randn(400, 3, 4, 4)
+    out = tu.random_hflip(many, torch.Generator().manual_seed(1))
+    flipped = torch.tensor([torch.equal(o, m.flip(-1)) for o, m in zip(out, many)])
+    unchanged = torch.tensor([torch.equal(o, m) for o, m in zip(out, many)])
+    assert bool((flipped | unchanged).all()) and 150 < int(flipped.sum()) < 250
+    torch.testing.assert_close(out, tu.random_hflip(many, torch.Generator().manual_seed(1)))

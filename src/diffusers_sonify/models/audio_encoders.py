@@ -42,6 +42,16 @@ def audio_input_name(audio_encoder: torch.nn.Module) -> str:
     )
 
 
+def feature_extractor_seconds(feature_extractor) -> float | None:
+    """Seconds of audio a feature extractor keeps: CLAP's `max_length_s`, AST's `max_length` frames at a 10 ms hop;
+    None when it does not say."""
+    if getattr(feature_extractor, "nb_max_samples", None):
+        return feature_extractor.nb_max_samples / feature_extractor.sampling_rate
+    if getattr(feature_extractor, "max_length", None):
+        return feature_extractor.max_length / 100.0
+    return None
+
+
 def _as_token_sequence(hidden: torch.Tensor) -> torch.Tensor:
     if hidden.ndim == 4:  # CLAP/HTSAT: (batch, channels, freq, time) feature map
         return hidden.flatten(2).transpose(1, 2)

@@ -18,9 +18,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer, PreTrainedModel, SequenceFeatureExtractor
 
 from ..audio import prepare_waveform
-from ..models.audio_encoders import audio_input_name, encode_audio_features
+from ..models.audio_encoders import audio_input_name, encode_audio_features, feature_extractor_seconds
 from ..models.audio_projection import AudioProjectionModel
-
 
 logger = logging.get_logger(__name__)
 
@@ -119,12 +118,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     @property
     def max_audio_seconds(self) -> float | None:
         """Longer clips are cropped to their first `max_audio_seconds`: all the feature extractor would keep."""
-        fe = self.feature_extractor
-        if getattr(fe, "nb_max_samples", None):  # CLAP: max_length_s * sampling_rate
-            return fe.nb_max_samples / fe.sampling_rate
-        if getattr(fe, "max_length", None):  # AST: frames at a 10 ms hop
-            return fe.max_length / 100.0
-        return None
+        return feature_extractor_seconds(self.feature_extractor)
 
     def check_inputs(
         self,
