@@ -13,7 +13,7 @@ backward, clipping and optimizer step are identical, only what comes before them
 * `sonify (audio only)`: cached latent moments are sampled, cached CLAP features go through the adapter
   (12 tokens), condition dropout; what `train_scripts/train.py` does with `cache_latents` and cached audio features.
 * `sonify (sd15_clap recipe)`: the same plus the frozen CLIP text encoder that `sd15_clap.yaml` keeps
-  (`use_text_encoder: true`, no caption column: empty captions), text dropout, 77 text + 12 audio tokens.
+  (`use_text_encoder: true`, no caption column: the empty prompt encoded once), text dropout, 77 + 12 tokens.
 * `text-to-image LoRA`: diffusers' `train_text_to_image_lora.py` step: VAE encode + CLIP text encode every batch.
 
 The loops run interleaved step by step, so load from other processes on a shared machine hits them alike.
@@ -43,30 +43,14 @@ from transformers import (
 from diffusers_sonify import AudioProjectionModel
 from diffusers_sonify import training_utils as tu
 from diffusers_sonify.models import encode_audio_features
-from diffusers_sonify.tiny import tiny_clip_tokenizer, tiny_pipeline_components
+from diffusers_sonify.tiny import SD15_UNET_CONFIG, SD15_VAE_CONFIG, tiny_clip_tokenizer, tiny_pipeline_components
 
 
 def realistic_components(seed: int = 0) -> dict:
     """SD 1.5-shaped UNet + VAE, CLIP ViT-L/14-shaped text encoder, CLAP-HTSAT audio tower, default adapter."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
+    unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+    vae = AutoencoderKL(**SD15_VAE_CONFIG)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=49408,
@@ -190,7 +174,8 @@ def main() -> None:
     def sonify_recipe_step(step):  # as train.py with use_text_encoder and no caption column (sd15_clap.yaml)
         gen = tu.step_generator(0, step)
         latents, cond = sonify_cond(gen)
-        text, _ = tu.drop_text_condition(encode_text([""] * b), null_text, 0.1, gen)
+        # no caption column: train.py reuses the empty prompt's embedding, encoded once
+        text, _ = tu.drop_text_condition(null_text.expand(b, -1, -1), null_text, 0.1, gen)
         finish(latents, torch.cat([text, cond], dim=1), gen)
 
     def text_to_image_lora_step(step):  # diffusers train_text_to_image_lora.py: encode every batch

@@ -12,28 +12,13 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
 
 from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline
+from diffusers_sonify.tiny import SD15_UNET_CONFIG, SD15_VAE_CONFIG
 
 
 def test_sd15_unet_with_clap_htsat_runs_one_step():
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
+    unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+    vae = AutoencoderKL(**SD15_VAE_CONFIG)
     audio_config = ClapAudioConfig()  # the defaults are laion/clap-htsat-unfused's audio tower
     assert (audio_config.hidden_size, audio_config.projection_dim, audio_config.num_mel_bins) == (768, 512, 64)
     audio_encoder = ClapAudioModelWithProjection(audio_config).eval()

@@ -21,8 +21,29 @@ from transformers import (
 from .models.audio_projection import AudioProjectionModel
 from .pipelines.audio_to_image import AudioToImagePipeline
 
-
 TINY_SAMPLING_RATE = 16_000
+
+# Real-architecture shapes (random weights when built here): what the sd15_clap recipe loads from
+# runwayml/stable-diffusion-v1-5's unet/ and vae/ subfolders. Tests and benchmarks use them to prove shapes and
+# to time work at realistic relative sizes.
+SD15_UNET_CONFIG = {
+    "sample_size": 64,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+SD15_VAE_CONFIG = {
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
 
 
 def tiny_clip_tokenizer(model_max_length: int = 16) -> CLIPTokenizer:
