@@ -130,6 +130,14 @@ def test_guidance_changes_the_image_and_negative_audio_is_used(tiny_pipe, sounds
     assert np.abs(guided - negative).max() > 1e-4
 
 
+def test_guidance_rescale_acts_only_with_guidance(tiny_pipe, sounds):
+    guided = run(tiny_pipe, sounds["low"], guidance_scale=6.0)
+    np.testing.assert_array_equal(run(tiny_pipe, sounds["low"], guidance_scale=6.0, guidance_rescale=0.0), guided)
+    assert np.abs(run(tiny_pipe, sounds["low"], guidance_scale=6.0, guidance_rescale=0.7) - guided).max() > 1e-4
+    plain = run(tiny_pipe, sounds["low"], guidance_scale=1.0)
+    np.testing.assert_array_equal(run(tiny_pipe, sounds["low"], guidance_scale=1.0, guidance_rescale=0.7), plain)
+
+
 def test_null_tokens_come_from_the_adapter(tiny_pipe, sounds):
     """Guidance against the adapter's null tokens equals guidance against them passed explicitly."""
     null = tiny_pipe.audio_projection.get_null_audio_embeds(1).detach()

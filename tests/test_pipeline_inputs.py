@@ -95,6 +95,7 @@ BAD_INPUTS = [
     ({"height": 30}, ValueError, "`height`=30 must be a positive multiple of 4"),
     ({"width": 18}, ValueError, "`width`=18 must be a positive multiple of 4"),
     ({"guidance_scale": -1.0}, ValueError, "`guidance_scale` must be >= 0"),
+    ({"guidance_rescale": 1.5}, ValueError, r"`guidance_rescale` must be in \[0, 1\]"),
     ({"num_inference_steps": 0}, ValueError, "num_inference_steps"),
     ({"prompt": "a bell"}, ValueError, "needs a pipeline with `text_encoder`"),
     ({"audio": None}, ValueError, "exactly one of `audio`"),

@@ -12,6 +12,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.models import AutoencoderKL, UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
@@ -136,6 +137,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         num_inference_steps,
         num_images_per_prompt,
         callback_on_step_end_tensor_inputs,
+        guidance_rescale=0.0,
     ):
         if (audio is None) == (audio_embeds is None):
             raise ValueError("Pass exactly one of `audio` (sounds) or `audio_embeds` (from `encode_audio`).")
@@ -169,6 +171,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         for name, value in (("guidance_scale", guidance_scale), ("text_guidance_scale", text_guidance_scale)):
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0 (1.0 disables guidance), got {value}.")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"`guidance_rescale` must be in [0, 1] (0 disables it), got {guidance_rescale}.")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
@@ -300,6 +304,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         num_inference_steps: int = 50,
         guidance_scale: float = 4.0,
         text_guidance_scale: float = 7.5,
+        guidance_rescale: float = 0.0,
         num_images_per_prompt: int = 1,
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -327,6 +332,9 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             num_inference_steps (`int`): denoising steps.
             guidance_scale (`float`): audio classifier-free guidance; <= 1 disables it (no unconditional pass).
             text_guidance_scale (`float`): text guidance, used only when `prompt` is given.
+            guidance_rescale (`float`): in [0, 1]; rescales the guided prediction's spread towards the conditional
+                one's (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Sec. 3.4),
+                which counters the over-saturated colours that strong guidance gives.
             num_images_per_prompt (`int`): images per sound.
             eta (`float`): DDIM eta, passed to schedulers that accept it.
             generator (`torch.Generator` or list of them, *optional*): for reproducible sampling.
@@ -344,7 +352,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.check_inputs(
             audio, audio_embeds, audio_weights, prompt, negative_prompt, negative_audio, negative_audio_embeds,
             height, width, guidance_scale, text_guidance_scale, num_inference_steps, num_images_per_prompt,
-            callback_on_step_end_tensor_inputs,
+            callback_on_step_end_tensor_inputs, guidance_rescale,
         )  # fmt: skip
         waveforms = self.prepare_audio(audio, sampling_rate) if audio is not None else None
         neg_waveforms = (
@@ -413,6 +421,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 noise = self.unet(model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
                 preds = dict(zip(branches, noise.chunk(len(branches))))
                 noise_pred = self._guide(preds, guidance_scale, text_guidance_scale)
+                if guidance_rescale > 0 and len(preds) > 1:
+                    noise_pred = rescale_noise_cfg(noise_pred, preds["cond"], guidance_rescale)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
