@@ -61,6 +61,7 @@ class DemoSize:
     eval_scale: int = 1  # 1: the full held-out set (209 sounds); 0: a minimal set
     sampling_steps: int = 20
     guidance_scale: float = 5.0
+    guidance_rescale: float = 0.7  # keeps strong guidance from over-saturating the flat toy colours
 
 
 QUICK = DemoSize(num_images=48, clips_per_class=4, encoder_mixtures=64, encoder_steps=4, train_steps=2, eval_scale=0,
@@ -116,7 +117,8 @@ def generate(pipe: AudioToImagePipeline, sounds, size: DemoSize, seed: int, batc
         chunk = sounds[start : start + batch_size]
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
         images += pipe([s.audio for s in chunk], sampling_rate=16_000, num_inference_steps=size.sampling_steps,
-                       guidance_scale=size.guidance_scale, generator=generators).images  # fmt: skip
+                       guidance_scale=size.guidance_scale, guidance_rescale=size.guidance_rescale,
+                       generator=generators).images  # fmt: skip
     return images
 
 
