@@ -37,7 +37,11 @@ from config import load_mapping, parse_config  # noqa: E402
 from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline  # noqa: E402
 from diffusers_sonify import training_utils as tu  # noqa: E402
 from diffusers_sonify.hub import render_model_card  # noqa: E402
-from diffusers_sonify.models.audio_encoders import audio_input_name, encode_audio_features, feature_extractor_seconds  # noqa: E402
+from diffusers_sonify.models.audio_encoders import (  # noqa: E402
+    audio_encoder_inputs,
+    encode_audio_features,
+    feature_extractor_seconds,
+)
 
 logger = get_logger(__name__)
 
@@ -90,12 +94,6 @@ def build_components(m) -> dict:
 def hub_id(name: str | None) -> str | None:
     """`name` when it is a Hub id (card metadata may only name Hub repos), else None."""
     return name if name and not os.path.exists(name) else None
-
-
-def encoder_inputs(c, waveforms, device, dtype) -> torch.Tensor:
-    fe = c["feature_extractor"]
-    features = fe(waveforms, sampling_rate=fe.sampling_rate, return_tensors="pt")
-    return features[audio_input_name(c["audio_encoder"])].to(device=device, dtype=dtype)
 
 
 def validate(c, pipe_scheduler, cfg, accelerator, step, final=False) -> list[PIL.Image.Image]:
@@ -188,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             waves = [tu.crop_waveform(tu.load_training_audio(ds[i][d.audio_column], fe.sampling_rate, max_seconds),
                                       num_window) for i in idx]  # fmt: skip
             with torch.no_grad():
-                f = encode_audio_features(c["audio_encoder"], encoder_inputs(c, waves, device, weight_dtype))
+                f = encode_audio_features(c["audio_encoder"], audio_encoder_inputs(c["feature_extractor"], c["audio_encoder"], waves, device, weight_dtype))
             return {k: v for k, v in (("pooled", f.pooled), ("hidden_states", f.hidden_states))
                     if (k == "pooled" and proj.use_pooled) or (k == "hidden_states" and proj.use_hidden)}  # fmt: skip
 
@@ -315,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                     waves = [tu.augment_waveform(w, num_window, gen, cfg.augment_gain_db) if cfg.audio_augment
                              else tu.crop_waveform(w, num_window) for w in batch["waveform"]]  # fmt: skip
                     with torch.set_grad_enabled(cfg.train_audio_encoder):
-                        f = encode_audio_features(c["audio_encoder"], encoder_inputs(c, waves, device, weight_dtype))
+                        f = encode_audio_features(c["audio_encoder"], audio_encoder_inputs(c["feature_extractor"], c["audio_encoder"], waves, device, weight_dtype))
                     pooled, hidden = f.pooled, f.hidden_states
                 audio_embeds = c["audio_projection"](
                     pooled=None if pooled is None else pooled.float().to(device),

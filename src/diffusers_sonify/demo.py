@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import AudioToImagePipeline
-from .toyworld import CLASS_NAMES, CLASSES, make_audio_corpus, make_eval_sounds, make_image_corpus, parse_scenes
+from .toyworld import CLASS_NAMES, CLASSES, SAMPLING_RATE, make_audio_corpus, make_eval_sounds, make_image_corpus, parse_scenes
 from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, pairing_accuracy
 
@@ -81,7 +81,6 @@ def _run(cmd: list[str], log_path: Path) -> None:
 def _decode_clips(audio_corpus) -> dict[str, list[np.ndarray]]:
     from datasets import Audio
 
-    from .toyworld import SAMPLING_RATE
     from .training_utils import load_training_audio
 
     by_category: dict[str, list[np.ndarray]] = {name: [] for name in CLASS_NAMES}
@@ -116,7 +115,7 @@ def generate(pipe: AudioToImagePipeline, sounds, size: DemoSize, seed: int, batc
     for start in tqdm(range(0, len(sounds), batch_size), desc="Generating from held-out sounds"):
         chunk = sounds[start : start + batch_size]
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        images += pipe([s.audio for s in chunk], sampling_rate=16_000, num_inference_steps=size.sampling_steps,
+        images += pipe([s.audio for s in chunk], sampling_rate=SAMPLING_RATE, num_inference_steps=size.sampling_steps,
                        guidance_scale=size.guidance_scale, guidance_rescale=size.guidance_rescale,
                        generator=generators).images  # fmt: skip
     return images

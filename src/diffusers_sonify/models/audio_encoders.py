@@ -42,6 +42,13 @@ def audio_input_name(audio_encoder: torch.nn.Module) -> str:
     )
 
 
+def audio_encoder_inputs(feature_extractor, audio_encoder, waveforms: list, device, dtype) -> torch.Tensor:
+    """Run the feature extractor on mono waveforms (already at its `sampling_rate`) and return the tensor the
+    encoder's forward takes (`input_features` or `input_values`) on `device` / `dtype`."""
+    features = feature_extractor(waveforms, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
+    return features[audio_input_name(audio_encoder)].to(device=device, dtype=dtype)
+
+
 def feature_extractor_seconds(feature_extractor) -> float | None:
     """Seconds of audio a feature extractor keeps: CLAP's `max_length_s`, AST's `max_length` frames at a 10 ms hop;
     None when it does not say."""

@@ -19,7 +19,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer, PreTrainedModel, SequenceFeatureExtractor
 
 from ..audio import prepare_waveform
-from ..models.audio_encoders import audio_input_name, encode_audio_features, feature_extractor_seconds
+from ..models.audio_encoders import (
+    audio_encoder_inputs,
+    audio_input_name,
+    encode_audio_features,
+    feature_extractor_seconds,
+)
 from ..models.audio_projection import AudioProjectionModel
 
 logger = logging.get_logger(__name__)
@@ -231,10 +236,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def _encode_waveforms(self, waveforms: list[np.ndarray], device=None) -> torch.Tensor:
         device = device or self.audio_encoder.device
-        features = self.feature_extractor(
-            waveforms, sampling_rate=self.feature_extractor.sampling_rate, return_tensors="pt"
-        )
-        inputs = features[audio_input_name(self.audio_encoder)].to(device=device, dtype=self.audio_encoder.dtype)
+        inputs = audio_encoder_inputs(self.feature_extractor, self.audio_encoder, waveforms, device, self.audio_encoder.dtype)
         encoded = encode_audio_features(self.audio_encoder, inputs)
         proj_dtype = self.audio_projection.dtype
         return self.audio_projection(
