@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +15,11 @@ from sounds import SR, chirp, tone
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One datasets cache per test session (set before `datasets` is imported; subprocesses inherit it): results never
+# depend on what earlier sessions left in ~/.cache, and the session leaves nothing behind there.
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="sonify-tests-datasets-")
+os.environ["HF_DATASETS_CACHE"] = _DATASETS_CACHE
+atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
 
 @pytest.fixture(scope="session")
 def sounds() -> dict[str, np.ndarray]:

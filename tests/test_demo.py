@@ -60,6 +60,7 @@ def test_recorded_full_demo_run_is_complete_and_honest():
     metrics = json.loads((REPO / "docs" / "demo" / "metrics.json").read_text())
     assert REQUIRED_KEYS <= set(metrics) and metrics["quick"] is False
     assert metrics["num_eval_images"] >= 200 and metrics["wall_seconds"] <= 15 * 60
+    assert metrics["num_training_pairs"] == demo.DemoSize().num_images  # the whole built dataset, no stale cache
     for key, (op, bar) in BARS.items():
         met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
         assert metrics["bars_met"][key] == met, key

@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ds = tu.load_training_dataset(d.dataset_name, d.dataset_split, d.image_column, d.audio_column)
     if d.max_train_samples is not None:
         ds = ds.select(range(min(d.max_train_samples, len(ds))))
+    logger.info(f"Training on {len(ds)} rows of {d.dataset_name} (split {d.dataset_split})", main_process_only=True)
     fe = c["feature_extractor"]
     max_seconds = feature_extractor_seconds(fe)
     num_window = None if max_seconds is None else int(max_seconds * fe.sampling_rate)

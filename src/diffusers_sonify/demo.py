@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import AudioToImagePipeline
+from .data import load_dataset_folder
 from .toyworld import CLASS_NAMES, CLASSES, SAMPLING_RATE, make_audio_corpus, make_eval_sounds, make_image_corpus, parse_scenes
 from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, pairing_accuracy
@@ -251,9 +252,10 @@ def main(argv: list[str] | None = None) -> dict:
     images = generate(pipe, sounds, size, seed=args.seed)
     parsed = parse_scenes(images)
     metrics = evaluate_parsed(sounds, parsed)
-    from datasets import load_dataset
-
-    sonified = load_dataset(str(sonified_dir), split="train")
+    sonified = load_dataset_folder(sonified_dir, split="train")
+    built_rows = json.loads((sonified_dir / "build_report.json").read_text())["num_rows"]
+    if len(sonified) != built_rows:
+        raise RuntimeError(f"{sonified_dir} loaded {len(sonified)} rows but the builder wrote {built_rows}.")
     metrics["pairing_accuracy"] = pairing_accuracy(*_pictured_and_retrieved(sonified, audio_ds))
     metrics["num_training_pairs"] = len(sonified)
     metrics["encoder_pretraining_losses"] = losses

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .audio import prepare_waveform, validate_waveform
+from .data import load_dataset_folder
 from .models.audio_projection import AudioProjectionModel
 
 logger = logging.getLogger(__name__)
@@ -340,6 +341,8 @@ def load_training_dataset(source: str, split: str = "train", image_column: str =
         os.path.exists(os.path.join(source, "state.json")) or os.path.exists(os.path.join(source, "dataset_dict.json"))
     ):
         ds = load_from_disk(source)
+    elif os.path.isdir(source):
+        ds = load_dataset_folder(source)
     else:
         ds = load_dataset(source)
     if isinstance(ds, DatasetDict):

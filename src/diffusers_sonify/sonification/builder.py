@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import load_dataset_folder
 from .assemble import assemble_soundscapes
 from .config import BUILDER_VERSION, DEFAULT_DESCRIBER, BuilderConfig
 from .describe import describe_features, describe_sounds, load_describer, read_prompt
@@ -57,6 +58,8 @@ def load_corpus(source: str, split: str = "train", arg: str = "image_dataset"):
             if split not in ds:
                 raise ValueError(f"`{arg}` {source!r} has splits {list(ds)}, not {split!r}; set the split.")
             ds = ds[split]
+    elif os.path.isdir(source):
+        ds = load_dataset_folder(source, split=split)
     else:
         ds = load_dataset(source, split=split)
     if not isinstance(ds, Dataset):

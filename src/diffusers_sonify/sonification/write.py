@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ..data import load_dataset_folder
 from .config import BUILDER_VERSION
 from .report import BuildReport
 
@@ -88,12 +89,11 @@ def push_dataset_folder(folder: str | Path, repo_id: str, private: bool = False,
 
     Returns the repo URL.
     """
-    from datasets import load_dataset
     from huggingface_hub import DatasetCard, HfApi
 
     check_repo_id(repo_id)
     folder = Path(folder)
-    dataset = load_dataset(str(folder), split="train")
+    dataset = load_dataset_folder(folder, split="train")
     dataset.push_to_hub(repo_id, split="train", private=private, token=token)
     DatasetCard.load(folder / "README.md").push_to_hub(repo_id, repo_type="dataset", token=token)
     api = HfApi(token=token)
