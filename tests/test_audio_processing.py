@@ -14,6 +14,7 @@ from diffusers_sonify.audio import (
     measure_loudness,
     mix,
     synthetic_impulse_response,
+    torch_threads,
 )
 
 
@@ -87,3 +88,13 @@ def test_mix_and_limit_peaks():
     assert abs(measure_loudness(limited, SR) - measure_loudness(loud, SR)) < 3.0
     quiet = s["noise"]
     assert torch.equal(limit_peaks(quiet, SR), quiet)
+
+
+def test_torch_threads_sets_and_restores_the_thread_count_even_on_error():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before

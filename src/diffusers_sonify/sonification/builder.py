@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..audio import torch_threads
 from ..data import load_dataset_folder
 from .assemble import assemble_soundscapes
 from .config import BUILDER_VERSION, DEFAULT_DESCRIBER, BuilderConfig
@@ -326,17 +327,12 @@ def _assemble_shard(job) -> None:
     table, audio_only, config_json, key, s, folder = job
     config = BuilderConfig(**json.loads(config_json))
     part = table.select(range(s * config.shard_size, min(len(table), (s + 1) * config.shard_size)))
-    # Short clips: BS.1770's IIR filters (torchaudio lfilter) run several times faster on one thread than on many.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # short clips: BS.1770's IIR filters are several times faster on one thread
         out = part.map(
             _assemble_batch, batched=True, batch_size=8, remove_columns=part.column_names,
             fn_kwargs={"audio_corpus": audio_only, "config_json": config_json},
             new_fingerprint=f"{key}-{s}", keep_in_memory=True, desc=f"Assembling shard {s}",
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
     save_atomic(out, Path(folder) / f"shard-{s:05d}")
 
 
