@@ -6,10 +6,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image
 
 from diffusers_sonify import AudioToImagePipeline, demo
+from diffusers_sonify.toyworld import make_eval_sounds
 from diffusers_sonify.toyworld.components import ADAPTER_CONFIG, SCHEDULER_CONFIG, UNET_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +35,14 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     # the training program wrote a directly loadable pipeline
     pipe = AudioToImagePipeline.from_pretrained(tmp_path / "model")
     assert pipe.vae is None and pipe.unet.config.in_channels == 3
+    # concurrent generation (2 worker threads, pipeline copies) gives exactly the images of one worker, in order
+    pipe.set_progress_bar_config(disable=True)
+    sounds = make_eval_sounds(seed=0, singles_per_class=1, mixtures_per_pair=0, loudness_series_per_class=0,
+                              reverb_pairs_per_class=0, num_sweeps=0)[:3]  # fmt: skip
+    serial = demo.generate(pipe, sounds, demo.QUICK, seed=0, batch_size=1, workers=1)
+    concurrent = demo.generate(pipe, sounds, demo.QUICK, seed=0, batch_size=1, workers=2)
+    assert [np.asarray(a).tolist() for a in serial] == [np.asarray(b).tolist() for b in concurrent]
+    assert np.asarray(serial[0]).tolist() != np.asarray(serial[1]).tolist()
 
 
 def test_toyworld_training_config_is_the_recipe():

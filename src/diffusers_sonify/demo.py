@@ -13,13 +13,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import AudioToImagePipeline
+from .audio import torch_threads
 from .data import load_dataset_folder
 from .toyworld import CLASS_NAMES, CLASSES, SAMPLING_RATE, make_audio_corpus, make_eval_sounds, make_image_corpus, parse_scenes
 from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
@@ -61,8 +66,9 @@ class DemoSize:
     train_steps: int | None = None  # None: the training config's max_train_steps
     eval_scale: int = 1  # 1: the full held-out set (209 sounds); 0: a minimal set
     sampling_steps: int = 20
-    guidance_scale: float = 5.0
+    guidance_scale: float = 12.0  # measured best for the recipe (toyworld/RECIPE.md)
     guidance_rescale: float = 0.7  # keeps strong guidance from over-saturating the flat toy colours
+    eval_workers: int = 2  # concurrent generation threads of one torch thread each
 
 
 QUICK = DemoSize(num_images=48, clips_per_class=4, encoder_mixtures=64, encoder_steps=4, train_steps=2, eval_scale=0,
@@ -110,16 +116,36 @@ def _pictured_and_retrieved(sonified, audio_corpus) -> tuple[list[list[str]], li
     return pictured, retrieved
 
 
-def generate(pipe: AudioToImagePipeline, sounds, size: DemoSize, seed: int, batch_size: int = 64):
-    """One image per evaluation sound, each with its own seeded generator."""
-    images = []
-    for start in tqdm(range(0, len(sounds), batch_size), desc="Generating from held-out sounds"):
-        chunk = sounds[start : start + batch_size]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        images += pipe([s.audio for s in chunk], sampling_rate=SAMPLING_RATE, num_inference_steps=size.sampling_steps,
-                       guidance_scale=size.guidance_scale, guidance_rescale=size.guidance_rescale,
-                       generator=generators).images  # fmt: skip
-    return images
+def generate(pipe: AudioToImagePipeline, sounds, size: DemoSize, seed: int, batch_size: int = 32, workers: int = 1):
+    """One image per evaluation sound, each with its own seeded generator (`seed` + its index).
+
+    `workers` > 1 generates batches concurrently, each worker thread with its own copy of the pipeline and torch on
+    one thread per worker: on 2 cores that is faster than one call spreading each op over two threads.
+    """
+    starts = list(range(0, len(sounds), batch_size))
+    pipes: queue.SimpleQueue = queue.SimpleQueue()
+    pipes.put(pipe)
+    for _ in range(workers - 1):
+        pipes.put(copy.deepcopy(pipe))
+
+    def run(start: int) -> list[PIL.Image.Image]:
+        chunk, worker_pipe = sounds[start : start + batch_size], pipes.get()
+        try:
+            generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
+            return worker_pipe([s.audio for s in chunk], sampling_rate=SAMPLING_RATE,
+                               num_inference_steps=size.sampling_steps, guidance_scale=size.guidance_scale,
+                               guidance_rescale=size.guidance_rescale, generator=generators).images  # fmt: skip
+        finally:
+            pipes.put(worker_pipe)
+
+    progress = tqdm(total=len(sounds), desc="Generating from held-out sounds")
+    results: dict[int, list] = {}
+    with torch_threads(1) if workers > 1 else contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
+        for start, future in [(start, pool.submit(run, start)) for start in starts]:
+            results[start] = future.result()
+            progress.update(len(results[start]))
+    progress.close()
+    return [image for start in starts for image in results[start]]
 
 
 def _loudness_plot(sounds, parsed, path: Path) -> None:
@@ -249,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         sounds = make_eval_sounds(seed=args.seed, singles_per_class=1, mixtures_per_pair=1, loudness_series_per_class=1,
                                   reverb_pairs_per_class=1, num_sweeps=1)  # fmt: skip
-    images = generate(pipe, sounds, size, seed=args.seed)
+    images = generate(pipe, sounds, size, seed=args.seed, workers=size.eval_workers)
     parsed = parse_scenes(images)
     metrics = evaluate_parsed(sounds, parsed)
     sonified = load_dataset_folder(sonified_dir, split="train")

@@ -18,7 +18,7 @@ from .world import CLASSES, CLASS_NAMES
 MIN_SATURATION = 0.45  # backgrounds stay below ~0.3, icons are above ~0.85
 MIN_CHROMA = 0.35  # max - min channel: backgrounds ~0.15, icons ~0.8; robust to noise on dark backgrounds
 DEFAULT_MIN_AREA = 6  # pixels; the smallest icon covers ~20 px at 32x32
-INDOOR_MAX_VALUE = 0.52  # background brightness: rooms are dark (~0.3), outdoors bright (~0.8)
+INDOOR_MAX_VALUE = 0.52  # background brightness: rooms are dark (~0.25), outdoors bright (~0.85)
 _CLASS_HUES = np.array([colorsys.rgb_to_hsv(*(np.array(c.colour) / 255.0))[0] for c in CLASSES])
 
 

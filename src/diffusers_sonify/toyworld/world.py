@@ -86,7 +86,7 @@ CLASS_BY_NAME: dict[str, SourceClass] = {c.name: c for c in CLASSES}
 
 # Backgrounds: (upper colour, lower colour, fraction of the height that is upper). Desaturated on purpose.
 BACKGROUNDS = {
-    "indoor": ((96, 82, 72), (58, 50, 46), 0.68),  # wall over floor, dark
+    "indoor": ((62, 53, 47), (38, 33, 30), 0.68),  # wall over floor, dark
     "outdoor": ((188, 206, 224), (150, 164, 132), 0.55),  # sky over ground, bright
 }
 SETTINGS = tuple(BACKGROUNDS)
