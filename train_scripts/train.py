@@ -182,12 +182,16 @@ def main(argv: list[str] | None = None) -> None:
     cache_root = cfg.cache_dir or tu.default_cache_dir()
     device = accelerator.device
     proj = c["audio_projection"]
+
+    def encode_waves(waves):  # mono waveforms at the feature extractor's rate -> AudioFeatures
+        return encode_audio_features(c["audio_encoder"], audio_encoder_inputs(fe, c["audio_encoder"], waves, device, weight_dtype))
+
     if cfg.cache_audio_features and not cfg.train_audio_encoder:
         def compute_audio(idx):
             waves = [tu.crop_waveform(tu.load_training_audio(ds[i][d.audio_column], fe.sampling_rate, max_seconds),
                                       num_window) for i in idx]  # fmt: skip
             with torch.no_grad():
-                f = encode_audio_features(c["audio_encoder"], audio_encoder_inputs(c["feature_extractor"], c["audio_encoder"], waves, device, weight_dtype))
+                f = encode_waves(waves)
             return {k: v for k, v in (("pooled", f.pooled), ("hidden_states", f.hidden_states))
                     if (k == "pooled" and proj.use_pooled) or (k == "hidden_states" and proj.use_hidden)}  # fmt: skip
 
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
                     waves = [tu.augment_waveform(w, num_window, gen, cfg.augment_gain_db) if cfg.audio_augment
                              else tu.crop_waveform(w, num_window) for w in batch["waveform"]]  # fmt: skip
                     with torch.set_grad_enabled(cfg.train_audio_encoder):
-                        f = encode_audio_features(c["audio_encoder"], audio_encoder_inputs(c["feature_extractor"], c["audio_encoder"], waves, device, weight_dtype))
+                        f = encode_waves(waves)
                     pooled, hidden = f.pooled, f.hidden_states
                 audio_embeds = c["audio_projection"](
                     pooled=None if pooled is None else pooled.float().to(device),

@@ -32,3 +32,26 @@ def load_dataset_folder(folder: str | os.PathLike, split: str | None = None):
     packaged_module = type(builder).__module__.rsplit(".", 1)[-1]
     # (not `builder.info.features`: that can come from the stale cache; Parquet files carry their features)
     return load_dataset(packaged_module, data_files=data_files, split=split)
+
+
+def load_split(source: str, split: str, arg: str = "dataset"):
+    """One split of a `save_to_disk` folder, a local folder in Hub layout ([`load_dataset_folder`]) or a Hub id.
+
+    Args:
+        source: the folder or Hub id.
+        split: the split to return.
+        arg: the argument name `source` came from, for error messages.
+    """
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    saved_to_disk = any(os.path.isfile(os.path.join(source, f)) for f in ("state.json", "dataset_dict.json"))
+    if saved_to_disk:
+        ds = load_from_disk(source)
+        if isinstance(ds, DatasetDict):
+            if split not in ds:
+                raise ValueError(f"`{arg}` {source!r} has splits {list(ds)}, not {split!r}; set the split.")
+            ds = ds[split]
+        return ds
+    if os.path.isdir(source):
+        return load_dataset_folder(source, split=split)
+    return load_dataset(source, split=split)

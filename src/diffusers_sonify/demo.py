@@ -138,14 +138,14 @@ def generate(pipe: AudioToImagePipeline, sounds, size: DemoSize, seed: int, batc
         finally:
             pipes.put(worker_pipe)
 
-    progress = tqdm(total=len(sounds), desc="Generating from held-out sounds")
-    results: dict[int, list] = {}
-    with torch_threads(1) if workers > 1 else contextlib.nullcontext(), ThreadPoolExecutor(workers) as pool:
-        for start, future in [(start, pool.submit(run, start)) for start in starts]:
-            results[start] = future.result()
-            progress.update(len(results[start]))
-    progress.close()
-    return [image for start in starts for image in results[start]]
+    images = []
+    threads = torch_threads(1) if workers > 1 else contextlib.nullcontext()
+    with threads, ThreadPoolExecutor(workers) as pool, tqdm(total=len(sounds), desc="Generating from held-out sounds") as bar:
+        for future in [pool.submit(run, start) for start in starts]:  # collected in submission order
+            chunk = future.result()
+            images += chunk
+            bar.update(len(chunk))
+    return images
 
 
 def _loudness_plot(sounds, parsed, path: Path) -> None:

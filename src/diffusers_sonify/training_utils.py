@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .audio import prepare_waveform, validate_waveform
-from .data import load_dataset_folder
+from .data import load_split
 from .models.audio_projection import AudioProjectionModel
 
 logger = logging.getLogger(__name__)
@@ -333,22 +333,11 @@ def load_training_dataset(source: str, split: str = "train", image_column: str =
 
     The audio column is cast to `Audio(decode=False)` so that decoding happens here, on our terms.
     """
-    from datasets import Audio, Dataset, DatasetDict, load_dataset, load_from_disk
+    from datasets import Audio, Dataset
 
     if source is None:
         raise ValueError("`dataset_name` is required: a save_to_disk folder, a Parquet folder or a Hub dataset id.")
-    if os.path.isdir(source) and (
-        os.path.exists(os.path.join(source, "state.json")) or os.path.exists(os.path.join(source, "dataset_dict.json"))
-    ):
-        ds = load_from_disk(source)
-    elif os.path.isdir(source):
-        ds = load_dataset_folder(source)
-    else:
-        ds = load_dataset(source)
-    if isinstance(ds, DatasetDict):
-        if split not in ds:
-            raise ValueError(f"`dataset_split`={split!r} is not in {source!r}; it has {list(ds)}.")
-        ds = ds[split]
+    ds = load_split(source, split, arg="dataset_name")
     assert isinstance(ds, Dataset)
     for arg, column in (("image_column", image_column), ("audio_column", audio_column)):
         if column not in ds.column_names:

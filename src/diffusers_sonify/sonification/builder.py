@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..audio import torch_threads
-from ..data import load_dataset_folder
+from ..data import load_split
 from .assemble import assemble_soundscapes
 from .config import BUILDER_VERSION, DEFAULT_DESCRIBER, BuilderConfig
 from .describe import describe_features, describe_sounds, load_describer, read_prompt
@@ -42,7 +42,7 @@ def load_corpus(source: str, split: str = "train", arg: str = "image_dataset"):
     `source` is a `save_to_disk` folder, a Parquet file or glob (`*.parquet`), `imagefolder:<dir>` /
     `audiofolder:<dir>`, or anything `load_dataset` accepts (Hub id, a folder in Hub layout).
     """
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+    from datasets import Dataset, load_dataset
 
     if not source:
         raise ValueError(f"`{arg}` is empty; pass a dataset id, folder or Parquet path.")
@@ -51,18 +51,8 @@ def load_corpus(source: str, split: str = "train", arg: str = "image_dataset"):
         ds = load_dataset(builder, data_dir=data_dir, split=split)
     elif source.endswith(".parquet"):
         ds = load_dataset("parquet", data_files={split: source}, split=split)
-    elif os.path.isdir(source) and (
-        os.path.isfile(os.path.join(source, "state.json")) or os.path.isfile(os.path.join(source, "dataset_dict.json"))
-    ):
-        ds = load_from_disk(source)
-        if isinstance(ds, DatasetDict):
-            if split not in ds:
-                raise ValueError(f"`{arg}` {source!r} has splits {list(ds)}, not {split!r}; set the split.")
-            ds = ds[split]
-    elif os.path.isdir(source):
-        ds = load_dataset_folder(source, split=split)
     else:
-        ds = load_dataset(source, split=split)
+        ds = load_split(source, split, arg)
     if not isinstance(ds, Dataset):
         raise ValueError(f"`{arg}` {source!r} did not load as one Dataset split.")
     return ds
