@@ -81,6 +81,9 @@ class TrainConfig:
     mixed_precision: str = field(default="no", metadata={"help": "no|fp16|bf16; frozen models run in this dtype."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
     snr_gamma: float | None = field(default=None, metadata={"help": "Min-SNR weighting gamma (5.0 recommended)."})
+    noise_offset: float = field(
+        default=0.0, metadata={"help": "Add offset * N(0, 1) per image and channel to the training noise (0 = off)."}
+    )
     use_ema: bool = field(default=False, metadata={"help": "Keep an EMA of the trainable weights; saved weights are EMA."})
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay (with diffusers' 1+t/10+t warm-up)."})
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the UNet attention; 0 = no LoRA."})

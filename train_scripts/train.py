@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
                 if null_text is not None:
                     text, _ = tu.drop_text_condition(encode_text(batch["caption"]), null_text, cfg.text_drop_prob, gen)
                     cond = torch.cat([text, cond], dim=1)  # text tokens first, as in the pipeline
-                noise = torch.randn(latents.shape, generator=gen).to(device)
+                noise = tu.training_noise(latents.shape, gen, cfg.noise_offset).to(device)
                 t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(device)
                 noisy = noise_scheduler.add_noise(latents, noise, t)
                 pred = c["unet"](noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
             dataset=d.dataset_name, lora=lora_layers is not None, steps=global_step,
             hyperparameters={k: getattr(cfg, k) for k in ("learning_rate", "train_batch_size", "gradient_accumulation_steps",
                              "lora_rank", "train_unet", "train_audio_encoder", "audio_drop_prob", "snr_gamma",
-                             "use_ema", "mixed_precision", "seed")} | {"resolution": d.resolution, "num_processes": accelerator.num_processes},
+                             "noise_offset", "use_ema", "mixed_precision", "seed")} | {"resolution": d.resolution, "num_processes": accelerator.num_processes},
             validation_grid="validation_grid.png" if cfg.validation_audio else None,
         )  # fmt: skip
         card.save(os.path.join(cfg.output_dir, "README.md"))

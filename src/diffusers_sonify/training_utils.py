@@ -99,6 +99,22 @@ def drop_text_condition(
 
 
 # ----------------------------------------------------------------------------------------------- loss
+def training_noise(shape: tuple[int, ...], generator: torch.Generator, offset: float = 0.0) -> torch.Tensor:
+    """Gaussian noise for one training batch, plus `offset` times one N(0, 1) draw per image and channel.
+
+    The offset ("offset noise", N. Guttenberg, Crosslabs 2023) hides the mean of the noisy input from the model at
+    high noise levels. Without it, a noise schedule whose first sampling step keeps a trace of signal lets the model
+    read an image's mean brightness off its noisy input during training; at sampling time that trace is absent, so
+    very dark or very bright images come out grey.
+    """
+    if offset < 0:
+        raise ValueError(f"`noise_offset` must be >= 0 (0.1 is a common value), got {offset}.")
+    noise = torch.randn(shape, generator=generator)
+    if offset:
+        noise = noise + offset * torch.randn(*shape[:2], *([1] * (len(shape) - 2)), generator=generator)
+    return noise
+
+
 def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """What the UNet regresses, from the scheduler's `prediction_type`: `epsilon` (the noise), `v_prediction`
     (the velocity) or `sample` (the clean latents)."""

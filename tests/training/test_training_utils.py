@@ -42,6 +42,19 @@ def test_text_dropout_replaces_rows_by_the_empty_prompt():
         tu.drop_text_condition(text, null, -0.1, torch.Generator())
 
 
+def test_training_noise_offset_shifts_each_image_and_channel():
+    shape = (256, 3, 16, 16)
+    plain = tu.training_noise(shape, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randn(shape, generator=torch.Generator().manual_seed(0)))  # offset 0: plain noise
+    offset = tu.training_noise(shape, torch.Generator().manual_seed(0), offset=0.5)
+    # the per-(image, channel) means of plain noise scatter by 1/16; the offset adds a N(0, 0.5^2) shift to each
+    assert plain.mean(dim=(2, 3)).std() < 0.1
+    assert 0.4 < offset.mean(dim=(2, 3)).std() < 0.6
+    assert torch.allclose(offset - offset.mean(dim=(2, 3), keepdim=True), plain - plain.mean(dim=(2, 3), keepdim=True), atol=1e-5)
+    with pytest.raises(ValueError, match="noise_offset"):
+        tu.training_noise(shape, torch.Generator(), offset=-0.1)
+
+
 def test_loss_min_snr_weighting_and_targets():
     sched = DDPMScheduler(num_train_timesteps=1000)
     pred, target = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
