@@ -86,7 +86,9 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny test components (quick check) instead of real shapes")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny test components (quick check) instead of real shapes"
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 3 realistic, 10 tiny)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per loop first")
     parser.add_argument("--batch_size", type=int, default=None, help="default 2 realistic, 8 tiny")
@@ -145,8 +147,10 @@ def main() -> None:
     moments = latent_cache["latent_moments"].to(device)
     pooled, hidden = audio_cache["pooled"].to(device), audio_cache["hidden_states"].to(device)
     null_text = encode_text([""])
-    print(f"cached latents {tuple(moments.shape)} and audio features {tuple(pooled.shape)} + {tuple(hidden.shape)} "
-          f"in {time.perf_counter() - start:.1f} s (untimed)")  # fmt: skip
+    print(
+        f"cached latents {tuple(moments.shape)} and audio features {tuple(pooled.shape)} + {tuple(hidden.shape)} "
+        f"in {time.perf_counter() - start:.1f} s (untimed)"
+    )
 
     scale = vae.config.scaling_factor
 
@@ -195,21 +199,30 @@ def main() -> None:
             step_fn(i)
             if i >= args.warmup:
                 spent[name] += time.perf_counter() - start
-        print(f"step {i + 1}/{args.warmup + steps}{' (warm-up)' if i < args.warmup else ''}: "
-              + ", ".join(f"{n} {s:.1f} s" for n, s in spent.items()), flush=True)  # fmt: skip
+        print(
+            f"step {i + 1}/{args.warmup + steps}{' (warm-up)' if i < args.warmup else ''}: "
+            + ", ".join(f"{n} {s:.1f} s" for n, s in spent.items()),
+            flush=True,
+        )
 
     rates = {name: steps * b / s for name, s in spent.items()}
     baseline = rates["text-to-image LoRA"]
     mode = "tiny components" if args.tiny else "SD 1.5 UNet/VAE, CLIP ViT-L/14 text, CLAP-HTSAT audio (random weights)"
     print(f"\nmachine: {machine()}")
     print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
-    print(f"config: {mode}; batch {b}, {r}x{r} images -> {moments.shape[1] // 2}x{moments.shape[2]}x{moments.shape[3]} latents, LoRA rank "
-          f"{args.lora_rank}, fp32, {args.warmup} warm-up + {steps} timed steps per loop, interleaved")  # fmt: skip
+    print(
+        f"config: {mode}; batch {b}, {r}x{r} images -> "
+        f"{moments.shape[1] // 2}x{moments.shape[2]}x{moments.shape[3]} latents, LoRA rank "
+        f"{args.lora_rank}, fp32, {args.warmup} warm-up + {steps} timed steps per loop, interleaved"
+    )
     for name, value in rates.items():
         ratio = f"  ({value / baseline:.2f}x)" if name != "text-to-image LoRA" else ""
         print(f"{name:>26}: {value:8.3f} samples/s{ratio}")
     ratio = rates["sonify (audio only)"] / baseline
-    print(f"ratio sonify (audio only) / text-to-image LoRA: {ratio:.2f}x (target >= 1.3x: {'met' if ratio >= 1.3 else 'not met'})")
+    print(
+        f"ratio sonify (audio only) / text-to-image LoRA: {ratio:.2f}x "
+        f"(target >= 1.3x: {'met' if ratio >= 1.3 else 'not met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ _DATASETS_CACHE = tempfile.mkdtemp(prefix="sonify-tests-datasets-")
 os.environ["HF_DATASETS_CACHE"] = _DATASETS_CACHE
 atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
 
+
 @pytest.fixture(scope="session")
 def sounds() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)

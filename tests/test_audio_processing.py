@@ -17,7 +17,6 @@ from diffusers_sonify.audio import (
     torch_threads,
 )
 
-
 SR = 16_000
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import soundfile as sf
-
 from sounds import SR, chirp, tone
-from diffusers_sonify.pipelines.audio_to_image import EXAMPLE_DOC_STRING
 
+from diffusers_sonify.pipelines.audio_to_image import EXAMPLE_DOC_STRING
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +38,11 @@ def test_readme_quickstart_runs_against_a_saved_pipeline(tiny_pipe_dir, tmp_path
     sf.write("rain_on_a_window.wav", (0.1 * rng.standard_normal(2 * SR)).astype(np.float32), SR)
     sf.write("dog.wav", chirp(400.0, 900.0), SR)
     sf.write("bell.wav", tone(1200.0), SR)
-    code = readme_quickstart().replace('"org/sonify"', repr(tiny_pipe_dir)).replace("num_inference_steps=25", "num_inference_steps=2")
+    code = (
+        readme_quickstart()
+        .replace('"org/sonify"', repr(tiny_pipe_dir))
+        .replace("num_inference_steps=25", "num_inference_steps=2")
+    )
     namespace: dict = {}
     exec(compile(code, "README quickstart", "exec"), namespace)
     assert isinstance(namespace["image"], PIL.Image.Image)

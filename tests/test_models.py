@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sounds import SR, tone
 from transformers import (
     ASTConfig,
     ASTFeatureExtractor,
@@ -13,7 +14,6 @@ from transformers import (
     ClapModel,
 )
 
-from sounds import SR, tone
 from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline
 from diffusers_sonify.models import encode_audio_features
 from diffusers_sonify.tiny import tiny_clap_audio, tiny_pipeline_components
@@ -21,16 +21,23 @@ from diffusers_sonify.tiny import tiny_clap_audio, tiny_pipeline_components
 
 @pytest.mark.parametrize("input_type,tokens", [("pooled", 3), ("hidden_states", 5), ("both", 8)])
 def test_projection_token_counts(input_type, tokens):
-    model = AudioProjectionModel(cross_attention_dim=24, pooled_dim=10, hidden_dim=12, input_type=input_type,
-                                 num_pooled_tokens=3, num_hidden_tokens=5)  # fmt: skip
+    model = AudioProjectionModel(
+        cross_attention_dim=24,
+        pooled_dim=10,
+        hidden_dim=12,
+        input_type=input_type,
+        num_pooled_tokens=3,
+        num_hidden_tokens=5,
+    )
     out = model(pooled=torch.randn(2, 10), hidden_states=torch.randn(2, 37, 12))
     assert out.shape == (2, tokens, 24) and model.num_tokens == tokens
     assert model.get_null_audio_embeds(4).shape == (4, tokens, 24)
 
 
 def test_hidden_tokens_do_not_depend_on_clip_length():
-    model = AudioProjectionModel(cross_attention_dim=16, pooled_dim=None, hidden_dim=8, input_type="hidden_states",
-                                 num_hidden_tokens=4)  # fmt: skip
+    model = AudioProjectionModel(
+        cross_attention_dim=16, pooled_dim=None, hidden_dim=8, input_type="hidden_states", num_hidden_tokens=4
+    )
     assert model(hidden_states=torch.randn(1, 9, 8)).shape == model(hidden_states=torch.randn(1, 300, 8)).shape
 
 
@@ -66,31 +73,54 @@ def test_projection_save_load(tmp_path):
 
 def _tiny_ast():
     torch.manual_seed(0)
-    config = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                       max_length=100, num_mel_bins=32)  # fmt: skip
+    config = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_length=100,
+        num_mel_bins=32,
+    )
     return ASTModel(config).eval(), ASTFeatureExtractor(num_mel_bins=32, max_length=100, sampling_rate=SR)
 
 
 def _tiny_clap_full():
     torch.manual_seed(0)
     audio, fe = tiny_clap_audio()
-    text = dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                max_position_embeddings=40)  # fmt: skip
+    text = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=40,
+    )
     config = ClapConfig(text_config=text, audio_config=audio.config.to_dict(), projection_dim=16)
     return ClapModel(config).eval(), fe
 
 
-@pytest.mark.parametrize("build", [_tiny_ast, _tiny_clap_full, tiny_clap_audio], ids=["ASTModel", "ClapModel", "ClapAudioModelWithProjection"])
+@pytest.mark.parametrize(
+    "build",
+    [_tiny_ast, _tiny_clap_full, tiny_clap_audio],
+    ids=["ASTModel", "ClapModel", "ClapAudioModelWithProjection"],
+)
 def test_pipeline_runs_with_each_encoder_class(build):
     encoder, fe = build()
-    pooled_dim = encoder.config.projection_dim if hasattr(encoder.config, "projection_dim") else encoder.config.hidden_size
+    pooled_dim = (
+        encoder.config.projection_dim if hasattr(encoder.config, "projection_dim") else encoder.config.hidden_size
+    )
     hidden_dim = getattr(encoder.config, "audio_config", encoder.config).hidden_size
     components = tiny_pipeline_components()
     components.update(
         audio_encoder=encoder,
         feature_extractor=fe,
-        audio_projection=AudioProjectionModel(cross_attention_dim=32, pooled_dim=pooled_dim, hidden_dim=hidden_dim,
-                                              num_pooled_tokens=2, num_hidden_tokens=3),  # fmt: skip
+        audio_projection=AudioProjectionModel(
+            cross_attention_dim=32,
+            pooled_dim=pooled_dim,
+            hidden_dim=hidden_dim,
+            num_pooled_tokens=2,
+            num_hidden_tokens=3,
+        ),
     )
     pipe = AudioToImagePipeline(**components)
     pipe.set_progress_bar_config(disable=True)

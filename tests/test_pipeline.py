@@ -9,11 +9,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-
 from sounds import SR
+
 from diffusers_sonify import AudioToImagePipeline
 from diffusers_sonify.tiny import tiny_pipeline
-
 
 STEPS = 2
 
@@ -108,7 +107,9 @@ def test_interpolation_endpoints_equal_the_sounds(tiny_pipe, sounds):
 
 def _unet_batch_sizes(pipe, **kwargs):
     sizes = []
-    handle = pipe.unet.register_forward_hook(lambda mod, args, kwargs_, out: sizes.append(args[0].shape[0]), with_kwargs=True)
+    handle = pipe.unet.register_forward_hook(
+        lambda mod, args, kwargs_, out: sizes.append(args[0].shape[0]), with_kwargs=True
+    )
     try:
         pipe(**kwargs)
     finally:
@@ -150,8 +151,12 @@ def test_text_prompt_with_separate_guidance(sounds):
     pipe = tiny_pipeline(with_text=True)
     common = dict(audio=sounds["low"], sampling_rate=SR, num_inference_steps=STEPS, output_type="np")
     # audio + text guidance: three branches (null/null, text/null, text/audio)
-    assert _unet_batch_sizes(pipe, prompt="a bell", guidance_scale=3.0, text_guidance_scale=5.0, **common) == [3] * STEPS
-    assert _unet_batch_sizes(pipe, prompt="a bell", guidance_scale=1.0, text_guidance_scale=5.0, **common) == [2] * STEPS
+    assert (
+        _unet_batch_sizes(pipe, prompt="a bell", guidance_scale=3.0, text_guidance_scale=5.0, **common) == [3] * STEPS
+    )
+    assert (
+        _unet_batch_sizes(pipe, prompt="a bell", guidance_scale=1.0, text_guidance_scale=5.0, **common) == [2] * STEPS
+    )
     a = run(pipe, sounds["low"], prompt="a bell", text_guidance_scale=5.0)
     b = run(pipe, sounds["low"], prompt="a drum", text_guidance_scale=5.0)
     c = run(pipe, sounds["low"], prompt="a bell", text_guidance_scale=2.0)
@@ -207,15 +212,16 @@ def test_precomputed_audio_embeds_equal_raw_audio(tiny_pipe, sounds):
 
 
 def test_lora_load_changes_output_and_unload_restores(tiny_pipe, sounds, tmp_path):
+    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-
-    from diffusers.utils import convert_state_dict_to_diffusers
 
     base = run(tiny_pipe, sounds["low"])
     trained = tiny_pipeline(seed=0)
     trained.unet.add_adapter(
-        LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"])
+        LoraConfig(
+            r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"]
+        )
     )
     with torch.no_grad():  # stand-in for training: make the LoRA update non-zero
         for name, param in trained.unet.named_parameters():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from sounds import SR, tone
+
 from diffusers_sonify.audio import load_audio
 
 
@@ -20,7 +20,11 @@ def model_calls(tiny_pipe):
     calls = []
     handles = [
         module.register_forward_pre_hook(lambda mod, args, name=name: calls.append(name))
-        for name, module in [("audio_encoder", tiny_pipe.audio_encoder), ("unet", tiny_pipe.unet), ("vae", tiny_pipe.vae)]
+        for name, module in [
+            ("audio_encoder", tiny_pipe.audio_encoder),
+            ("unet", tiny_pipe.unet),
+            ("vae", tiny_pipe.vae),
+        ]
     ]
     yield calls
     for handle in handles:

@@ -26,8 +26,14 @@ def test_sd15_unet_with_clap_htsat_runs_one_step():
     adapter = AudioProjectionModel()  # defaults: 512-d pooled + 768-d hidden -> 768-d tokens
     pipe = AudioToImagePipeline(
         unet=unet,
-        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                clip_sample=False, set_alpha_to_one=False),
+        scheduler=DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
+            clip_sample=False,
+            set_alpha_to_one=False,
+        ),
         audio_encoder=audio_encoder,
         feature_extractor=feature_extractor,
         audio_projection=adapter,
@@ -42,6 +48,13 @@ def test_sd15_unet_with_clap_htsat_runs_one_step():
     embeds = pipe.encode_audio(clip, sampling_rate=sr)
     assert embeds.shape == (1, 4 + 8, 768)  # 4 pooled tokens + 8 tokens from the (768, 2, 32) feature map
 
-    images = pipe(audio_embeds=embeds, num_inference_steps=1, height=64, width=64, guidance_scale=3.0,
-                  generator=torch.Generator().manual_seed(0), output_type="np").images
+    images = pipe(
+        audio_embeds=embeds,
+        num_inference_steps=1,
+        height=64,
+        width=64,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()

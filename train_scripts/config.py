@@ -1,6 +1,6 @@
 """Configuration of `train.py`: three dataclasses parsed by `HfArgumentParser` from a YAML file plus CLI overrides.
 
-    accelerate launch train_scripts/train.py train_scripts/configs/sd15_clap.yaml --learning_rate 5e-5
+accelerate launch train_scripts/train.py train_scripts/configs/sd15_clap.yaml --learning_rate 5e-5
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ class ModelConfig:
     revision: str | None = field(default=None, metadata={"help": "Revision of the base model on the Hub."})
     unet_config: str | None = field(
         default=None,
-        metadata={"help": "Build a fresh UNet2DConditionModel from this config (inline YAML mapping, JSON/YAML path)."},
+        metadata={
+            "help": "Build a fresh UNet2DConditionModel from this config (inline YAML mapping, JSON/YAML path)."
+        },
     )
     scheduler_config: str | None = field(
         default=None,
@@ -40,7 +42,9 @@ class ModelConfig:
         default="ClapAudioModelWithProjection",
         metadata={"help": "transformers class: ClapModel, ClapAudioModelWithProjection or ASTModel."},
     )
-    adapter_input_type: str = field(default="both", metadata={"help": "AudioProjectionModel input: pooled|hidden_states|both."})
+    adapter_input_type: str = field(
+        default="both", metadata={"help": "AudioProjectionModel input: pooled|hidden_states|both."}
+    )
     num_pooled_tokens: int = field(default=4, metadata={"help": "Adapter tokens from the pooled embedding."})
     num_hidden_tokens: int = field(default=8, metadata={"help": "Adapter tokens from the encoder hidden states."})
     use_text_encoder: bool = field(
@@ -56,7 +60,9 @@ class DataConfig:
     dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
     audio_column: str = field(default="audio", metadata={"help": "Audio column."})
-    caption_column: str | None = field(default=None, metadata={"help": "Optional text column (needs use_text_encoder)."})
+    caption_column: str | None = field(
+        default=None, metadata={"help": "Optional text column (needs use_text_encoder)."}
+    )
     resolution: int = field(default=512, metadata={"help": "Training images are resized and centre-cropped to this."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
@@ -84,7 +90,9 @@ class TrainConfig:
     noise_offset: float = field(
         default=0.0, metadata={"help": "Add offset * N(0, 1) per image and channel to the training noise (0 = off)."}
     )
-    use_ema: bool = field(default=False, metadata={"help": "Keep an EMA of the trainable weights; saved weights are EMA."})
+    use_ema: bool = field(
+        default=False, metadata={"help": "Keep an EMA of the trainable weights; saved weights are EMA."}
+    )
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay (with diffusers' 1+t/10+t warm-up)."})
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the UNet attention; 0 = no LoRA."})
     lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: the rank)."})
@@ -100,13 +108,18 @@ class TrainConfig:
         default=False, metadata={"help": "Mirror training images left-right with p=0.5 (not with cached latents)."}
     )
     cache_latents: bool = field(default=True, metadata={"help": "Encode images with the frozen VAE once and reuse."})
-    cache_audio_features: bool = field(default=True, metadata={"help": "Encode audio once when the encoder is frozen."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Feature cache root (default ~/.cache/diffusers_sonify)."})
+    cache_audio_features: bool = field(
+        default=True, metadata={"help": "Encode audio once when the encoder is frozen."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Feature cache root (default ~/.cache/diffusers_sonify)."}
+    )
     checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N steps."})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most N checkpoints."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
     max_steps_this_run: int | None = field(
-        default=None, metadata={"help": "Checkpoint and exit after N steps of this invocation (wall-time-limited jobs)."}
+        default=None,
+        metadata={"help": "Checkpoint and exit after N steps of this invocation (wall-time-limited jobs)."},
     )
     validation_audio: list[str] = field(default_factory=list, metadata={"help": "Audio files to generate from."})
     validation_steps: int = field(default=500, metadata={"help": "Validate every N steps (and at the end)."})
@@ -114,7 +127,8 @@ class TrainConfig:
     validation_guidance_scale: float = field(default=4.0, metadata={"help": "Audio guidance for validation."})
     report_to: str = field(default="tensorboard", metadata={"help": "Tracker: tensorboard (if installed) or none."})
     expected_num_processes: int | None = field(
-        default=None, metadata={"help": "Fail fast unless exactly this many processes run (catches launcher mistakes)."}
+        default=None,
+        metadata={"help": "Fail fast unless exactly this many processes run (catches launcher mistakes)."},
     )
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the output folder to hub_model_id."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo, e.g. org/sonify (token: HF_TOKEN)."})

@@ -32,12 +32,12 @@ from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from config import load_mapping, parse_config  # noqa: E402
+from config import load_mapping, parse_config
 
-from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline  # noqa: E402
-from diffusers_sonify import training_utils as tu  # noqa: E402
-from diffusers_sonify.hub import render_model_card  # noqa: E402
-from diffusers_sonify.models.audio_encoders import (  # noqa: E402
+from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline
+from diffusers_sonify import training_utils as tu
+from diffusers_sonify.hub import render_model_card
+from diffusers_sonify.models.audio_encoders import (
     audio_encoder_inputs,
     encode_audio_features,
     feature_extractor_seconds,
@@ -47,7 +47,7 @@ logger = get_logger(__name__)
 
 
 def build_components(m) -> dict:
-    """Pipeline components from `pretrained_pipeline`, or base model / inline UNet config + audio encoder + new adapter."""
+    """Components from `pretrained_pipeline`, or base model / inline UNet config + audio encoder + new adapter."""
     if m.pretrained_pipeline:
         return dict(AudioToImagePipeline.from_pretrained(m.pretrained_pipeline).components)
     base, rev = m.pretrained_model_name_or_path, m.revision
@@ -75,7 +75,9 @@ def build_components(m) -> dict:
         raise ValueError(f"`audio_encoder_class`={m.audio_encoder_class!r} is not a transformers class.")
     audio_encoder = encoder_cls.from_pretrained(m.audio_encoder_name_or_path)
     feature_extractor = AutoFeatureExtractor.from_pretrained(m.audio_encoder_name_or_path)
-    if getattr(feature_extractor, "truncation", None) == "fusion" and not getattr(audio_encoder.config, "enable_fusion", True):
+    if getattr(feature_extractor, "truncation", None) == "fusion" and not getattr(
+        audio_encoder.config, "enable_fusion", True
+    ):
         logger.info("Unfused CLAP takes one mel channel: using truncation='rand_trunc' instead of 'fusion'.")
         feature_extractor.truncation = "rand_trunc"
     audio_cfg = getattr(audio_encoder.config, "audio_config", audio_encoder.config)
@@ -87,8 +89,16 @@ def build_components(m) -> dict:
         num_pooled_tokens=m.num_pooled_tokens,
         num_hidden_tokens=m.num_hidden_tokens,
     )
-    return dict(unet=unet, scheduler=scheduler, audio_encoder=audio_encoder, feature_extractor=feature_extractor,
-                audio_projection=audio_projection, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)  # fmt: skip
+    return dict(
+        unet=unet,
+        scheduler=scheduler,
+        audio_encoder=audio_encoder,
+        feature_extractor=feature_extractor,
+        audio_projection=audio_projection,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+    )
 
 
 def hub_id(name: str | None) -> str | None:
@@ -99,15 +109,25 @@ def hub_id(name: str | None) -> str | None:
 def validate(c, pipe_scheduler, cfg, accelerator, step, final=False) -> list[PIL.Image.Image]:
     """Generate from the validation sounds with the real pipeline; save a PNG grid and log it."""
     unwrap = accelerator.unwrap_model
-    pipe = AudioToImagePipeline(**{**c, "unet": unwrap(c["unet"]), "audio_projection": unwrap(c["audio_projection"]),
-                                   "audio_encoder": unwrap(c["audio_encoder"]), "scheduler": pipe_scheduler})  # fmt: skip
+    pipe = AudioToImagePipeline(
+        **{
+            **c,
+            "unet": unwrap(c["unet"]),
+            "audio_projection": unwrap(c["audio_projection"]),
+            "audio_encoder": unwrap(c["audio_encoder"]),
+            "scheduler": pipe_scheduler,
+        }
+    )
     pipe.set_progress_bar_config(disable=True)
     for name in ("unet", "audio_projection", "audio_encoder"):
         getattr(pipe, name).eval()
     with torch.autocast(accelerator.device.type, enabled=accelerator.mixed_precision != "no"):
-        images = pipe(cfg.validation_audio, num_inference_steps=cfg.validation_inference_steps,
-                      guidance_scale=cfg.validation_guidance_scale,
-                      generator=torch.Generator().manual_seed(cfg.seed)).images  # fmt: skip
+        images = pipe(
+            cfg.validation_audio,
+            num_inference_steps=cfg.validation_inference_steps,
+            guidance_scale=cfg.validation_guidance_scale,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        ).images
     for name in ("unet", "audio_projection", "audio_encoder"):
         getattr(pipe, name).train(c[name] is not None and any(p.requires_grad for p in c[name].parameters()))
     grid = PIL.Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)))
@@ -120,7 +140,9 @@ def validate(c, pipe_scheduler, cfg, accelerator, step, final=False) -> list[PIL
         grid.save(Path(cfg.output_dir) / "validation_grid.png")
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
-            tracker.writer.add_images("validation", np.stack([np.asarray(i) for i in images]), step, dataformats="NHWC")
+            tracker.writer.add_images(
+                "validation", np.stack([np.asarray(i) for i in images]), step, dataformats="NHWC"
+            )
     return images
 
 
@@ -136,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "logs")),
+        project_config=ProjectConfiguration(
+            project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "logs")
+        ),
     )
     if cfg.expected_num_processes is not None and accelerator.num_processes != cfg.expected_num_processes:
         raise RuntimeError(
@@ -155,15 +179,22 @@ def main(argv: list[str] | None = None) -> None:
     if d.caption_column and c["text_encoder"] is None:
         raise ValueError("`caption_column` needs a text encoder: set `use_text_encoder: true` (and a base model).")
     modules = {k: c[k] for k in ("unet", "audio_projection", "audio_encoder", "vae", "text_encoder")}
-    params = tu.configure_trainable_parameters(modules, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                               train_unet=cfg.train_unet, train_audio_encoder=cfg.train_audio_encoder)  # fmt: skip
+    params = tu.configure_trainable_parameters(
+        modules,
+        lora_rank=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        train_unet=cfg.train_unet,
+        train_audio_encoder=cfg.train_audio_encoder,
+    )
     for name, module in modules.items():
         if module is None:
             continue
         trains = any(p.requires_grad for p in module.parameters())
         module.train(trains)
         if not trains and name != "unet":  # the UNet stays fp32: gradients flow through it to the adapter
-            module.to(accelerator.device) if weight_dtype == torch.float32 else module.to(accelerator.device, weight_dtype)
+            module.to(accelerator.device) if weight_dtype == torch.float32 else module.to(
+                accelerator.device, weight_dtype
+            )
     if cfg.gradient_checkpointing:
         c["unet"].enable_gradient_checkpointing()
         if cfg.train_audio_encoder:
@@ -184,25 +215,39 @@ def main(argv: list[str] | None = None) -> None:
     proj = c["audio_projection"]
 
     def encode_waves(waves):  # mono waveforms at the feature extractor's rate -> AudioFeatures
-        return encode_audio_features(c["audio_encoder"], audio_encoder_inputs(fe, c["audio_encoder"], waves, device, weight_dtype))
+        return encode_audio_features(
+            c["audio_encoder"], audio_encoder_inputs(fe, c["audio_encoder"], waves, device, weight_dtype)
+        )
 
     if cfg.cache_audio_features and not cfg.train_audio_encoder:
+
         def compute_audio(idx):
-            waves = [tu.crop_waveform(tu.load_training_audio(ds[i][d.audio_column], fe.sampling_rate, max_seconds),
-                                      num_window) for i in idx]  # fmt: skip
+            waves = [
+                tu.crop_waveform(
+                    tu.load_training_audio(ds[i][d.audio_column], fe.sampling_rate, max_seconds), num_window
+                )
+                for i in idx
+            ]
             with torch.no_grad():
                 f = encode_waves(waves)
-            return {k: v for k, v in (("pooled", f.pooled), ("hidden_states", f.hidden_states))
-                    if (k == "pooled" and proj.use_pooled) or (k == "hidden_states" and proj.use_hidden)}  # fmt: skip
+            return {
+                k: v
+                for k, v in (("pooled", f.pooled), ("hidden_states", f.hidden_states))
+                if (k == "pooled" and proj.use_pooled) or (k == "hidden_states" and proj.use_hidden)
+            }
 
         key = tu.model_fingerprint(c["audio_encoder"], extra={"fe": fe.to_dict(), "window": num_window})
         path = tu.feature_cache_path(cache_root, "audio", ds._fingerprint, key)
         with accelerator.main_process_first():
-            caches.audio = tu.cached_features(path, compute_audio, len(ds), desc="Caching audio features",
-                                              write=accelerator.is_main_process)  # fmt: skip
+            caches.audio = tu.cached_features(
+                path, compute_audio, len(ds), desc="Caching audio features", write=accelerator.is_main_process
+            )
     if cfg.random_flip and cfg.cache_latents and c["vae"] is not None:
-        raise ValueError("`random_flip` needs the images, but `cache_latents` stores VAE latents: disable one of them.")
+        raise ValueError(
+            "`random_flip` needs the images, but `cache_latents` stores VAE latents: disable one of them."
+        )
     if cfg.cache_latents and c["vae"] is not None:
+
         def compute_latents(idx):
             pixels = torch.stack([tu.preprocess_image(ds[i][d.image_column], d.resolution) for i in idx])
             with torch.no_grad():
@@ -211,27 +256,45 @@ def main(argv: list[str] | None = None) -> None:
         key = tu.model_fingerprint(c["vae"], extra={"resolution": d.resolution})
         path = tu.feature_cache_path(cache_root, "latents", ds._fingerprint, key)
         with accelerator.main_process_first():
-            caches.latents = tu.cached_features(path, compute_latents, len(ds), desc="Caching latents",
-                                                write=accelerator.is_main_process)  # fmt: skip
-    train_ds = tu.SonifiedImageAudioDataset(ds, d.resolution, fe.sampling_rate, max_seconds, d.image_column,
-                                            d.audio_column, d.caption_column, caches)  # fmt: skip
+            caches.latents = tu.cached_features(
+                path, compute_latents, len(ds), desc="Caching latents", write=accelerator.is_main_process
+            )
+    train_ds = tu.SonifiedImageAudioDataset(
+        ds, d.resolution, fe.sampling_rate, max_seconds, d.image_column, d.audio_column, d.caption_column, caches
+    )
     sampler = tu.EpochShuffleSampler(len(train_ds), cfg.seed)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.train_batch_size, sampler=sampler,
-                                         collate_fn=tu.collate_examples, num_workers=d.dataloader_num_workers)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        train_ds,
+        batch_size=cfg.train_batch_size,
+        sampler=sampler,
+        collate_fn=tu.collate_examples,
+        num_workers=d.dataloader_num_workers,
+    )
 
     # Optimizer + scheduler (a list of parameters: clipping must see the same ones)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.adam_weight_decay,
+        eps=cfg.adam_epsilon,
+    )
     steps_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes) / cfg.gradient_accumulation_steps)
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=max_steps * accelerator.num_processes)  # fmt: skip
+    lr_scheduler = get_scheduler(
+        cfg.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_steps * accelerator.num_processes,
+    )
 
     # Prepare: only modules with trainable weights are wrapped (DDP) and checkpointed
-    trained = [k for k in ("audio_projection", "unet", "audio_encoder") if any(p.requires_grad for p in c[k].parameters())]
+    trained = [
+        k for k in ("audio_projection", "unet", "audio_encoder") if any(p.requires_grad for p in c[k].parameters())
+    ]
     prepared = accelerator.prepare(*[c[k] for k in trained], optimizer, loader, lr_scheduler)
     c.update(zip(trained, prepared[: len(trained)]))
-    optimizer, loader, lr_scheduler = prepared[len(trained):]
+    optimizer, loader, lr_scheduler = prepared[len(trained) :]
     c["unet"].to(device)
     ema = EMAModel(params, decay=cfg.ema_decay) if cfg.use_ema else None
     if ema is not None:
@@ -241,18 +304,25 @@ def main(argv: list[str] | None = None) -> None:
     def save_hook(models, weights, out):
         if accelerator.is_main_process:
             for i, model in enumerate(models):
-                save_file(tu.trainable_state_dict(accelerator.unwrap_model(model)), os.path.join(out, f"trainable_{i}.safetensors"))
+                save_file(
+                    tu.trainable_state_dict(accelerator.unwrap_model(model)),
+                    os.path.join(out, f"trainable_{i}.safetensors"),
+                )
         weights.clear()  # checkpoints hold trainable weights only, not the frozen base models
 
     def load_hook(models, inp):
         for i, model in enumerate(models):
-            tu.load_trainable_state_dict(accelerator.unwrap_model(model), load_file(os.path.join(inp, f"trainable_{i}.safetensors")))
+            tu.load_trainable_state_dict(
+                accelerator.unwrap_model(model), load_file(os.path.join(inp, f"trainable_{i}.safetensors"))
+            )
         models.clear()
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
     if accelerator.is_main_process:
-        accelerator.init_trackers("diffusers-sonify", config={k: v for k, v in vars(cfg).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers(
+            "diffusers-sonify", config={k: v for k, v in vars(cfg).items() if isinstance(v, (int, float, str, bool))}
+        )
 
     global_step = 0
     if cfg.resume_from_checkpoint:
@@ -260,7 +330,9 @@ def main(argv: list[str] | None = None) -> None:
         if ckpt == "latest":
             found = sorted(Path(cfg.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
             if not found:
-                raise FileNotFoundError(f"`resume_from_checkpoint=latest` but {cfg.output_dir} has no checkpoint-* folder.")
+                raise FileNotFoundError(
+                    f"`resume_from_checkpoint=latest` but {cfg.output_dir} has no checkpoint-* folder."
+                )
             ckpt = str(found[-1])
         accelerator.load_state(ckpt)
         global_step = int(Path(ckpt).name.split("-")[1])
@@ -268,13 +340,20 @@ def main(argv: list[str] | None = None) -> None:
 
     null_text = None
     if c["text_encoder"] is not None:
+
         def encode_text(captions):
             if null_text is not None and not any(captions):  # no captions at all: the empty prompt, encoded once
                 return null_text.expand(len(captions), -1, -1)
-            ids = c["tokenizer"](captions, padding="max_length", max_length=c["tokenizer"].model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(device)  # fmt: skip
+            ids = c["tokenizer"](
+                captions,
+                padding="max_length",
+                max_length=c["tokenizer"].model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(device)
             with torch.no_grad():
                 return c["text_encoder"](ids)[0].float()
+
         null_text = encode_text([""])
 
     def save_checkpoint(step):
@@ -310,13 +389,19 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         latents = pixels
                 if c["vae"] is not None:
-                    latents = (latents.float() - (c["vae"].config.shift_factor or 0.0)) * c["vae"].config.scaling_factor
+                    latents = (latents.float() - (c["vae"].config.shift_factor or 0.0)) * c[
+                        "vae"
+                    ].config.scaling_factor
                 latents = latents.float().to(device)
                 if "pooled" in batch or "hidden_states" in batch:
                     pooled, hidden = batch.get("pooled"), batch.get("hidden_states")
                 else:
-                    waves = [tu.augment_waveform(w, num_window, gen, cfg.augment_gain_db) if cfg.audio_augment
-                             else tu.crop_waveform(w, num_window) for w in batch["waveform"]]  # fmt: skip
+                    waves = [
+                        tu.augment_waveform(w, num_window, gen, cfg.augment_gain_db)
+                        if cfg.audio_augment
+                        else tu.crop_waveform(w, num_window)
+                        for w in batch["waveform"]
+                    ]
                     with torch.set_grad_enabled(cfg.train_audio_encoder):
                         f = encode_waves(waves)
                     pooled, hidden = f.pooled, f.hidden_states
@@ -324,23 +409,32 @@ def main(argv: list[str] | None = None) -> None:
                     pooled=None if pooled is None else pooled.float().to(device),
                     hidden_states=None if hidden is None else hidden.float().to(device),
                 )
-                cond, _ = tu.drop_audio_condition(audio_embeds, accelerator.unwrap_model(c["audio_projection"]),
-                                                  cfg.audio_drop_prob, gen)  # fmt: skip
+                cond, _ = tu.drop_audio_condition(
+                    audio_embeds, accelerator.unwrap_model(c["audio_projection"]), cfg.audio_drop_prob, gen
+                )
                 if null_text is not None:
                     text, _ = tu.drop_text_condition(encode_text(batch["caption"]), null_text, cfg.text_drop_prob, gen)
                     cond = torch.cat([text, cond], dim=1)  # text tokens first, as in the pipeline
                 noise = tu.training_noise(latents.shape, gen, cfg.noise_offset).to(device)
-                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(device)
+                t = torch.randint(
+                    0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=gen
+                ).to(device)
                 noisy = noise_scheduler.add_noise(latents, noise, t)
                 pred = c["unet"](noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
                 target = tu.training_target(noise_scheduler, latents, noise, t)
                 loss = tu.diffusion_loss(pred, target, t, noise_scheduler, cfg.snr_gamma)
-                record["loss"] += accelerator.gather(loss.detach().reshape(1)).mean().item() / cfg.gradient_accumulation_steps
-                record["indices"].append(accelerator.gather(batch["index"].to(device)).reshape(accelerator.num_processes, -1))
+                record["loss"] += (
+                    accelerator.gather(loss.detach().reshape(1)).mean().item() / cfg.gradient_accumulation_steps
+                )
+                record["indices"].append(
+                    accelerator.gather(batch["index"].to(device)).reshape(accelerator.num_processes, -1)
+                )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                    clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+                    clipped = torch.linalg.vector_norm(
+                        torch.stack([p.grad.norm() for p in params if p.grad is not None])
+                    )
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
@@ -351,10 +445,16 @@ def main(argv: list[str] | None = None) -> None:
             micro = 0
             if ema is not None:
                 ema.step(params)
-            entry = {"step": global_step, "loss": record["loss"], "lr": lr_scheduler.get_last_lr()[0],
-                     "grad_norm": float(grad_norm), "grad_norm_clipped": float(clipped),
-                     "num_processes": accelerator.num_processes, "written_by_rank": accelerator.process_index,
-                     "indices_per_rank": torch.cat(record["indices"], dim=1).tolist()}  # fmt: skip
+            entry = {
+                "step": global_step,
+                "loss": record["loss"],
+                "lr": lr_scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "grad_norm_clipped": float(clipped),
+                "num_processes": accelerator.num_processes,
+                "written_by_rank": accelerator.process_index,
+                "indices_per_rank": torch.cat(record["indices"], dim=1).tolist(),
+            }
             record = {"loss": 0.0, "indices": []}
             progress.update(1)
             progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
@@ -366,7 +466,12 @@ def main(argv: list[str] | None = None) -> None:
             interrupted = cfg.max_steps_this_run is not None and steps_this_run >= cfg.max_steps_this_run and not done
             if global_step % cfg.checkpointing_steps == 0 or interrupted:
                 save_checkpoint(global_step)
-            if cfg.validation_audio and global_step % cfg.validation_steps == 0 and not done and accelerator.is_main_process:
+            if (
+                cfg.validation_audio
+                and global_step % cfg.validation_steps == 0
+                and not done
+                and accelerator.is_main_process
+            ):
                 validate(c, pipe_scheduler, cfg, accelerator, global_step)
             if interrupted:
                 logger.info(f"Stopping after {steps_this_run} steps (`max_steps_this_run`); resume with `latest`.")
@@ -395,17 +500,39 @@ def main(argv: list[str] | None = None) -> None:
         if lora_layers is not None:
             AudioToImagePipeline.save_lora_weights(cfg.output_dir, unet_lora_layers=lora_layers)
         card = render_model_card(
-            ModelCardData(library_name="diffusers", license="apache-2.0", base_model=hub_id(m.pretrained_model_name_or_path),
-                          datasets=[hub_id(d.dataset_name)] if hub_id(d.dataset_name) else None,
-                          tags=["diffusers", "audio-to-image", "diffusers-sonify"] + (["lora"] if lora_layers else [])),
-            repo_id=cfg.hub_model_id, base_model=m.pretrained_model_name_or_path or m.pretrained_pipeline,
+            ModelCardData(
+                library_name="diffusers",
+                license="apache-2.0",
+                base_model=hub_id(m.pretrained_model_name_or_path),
+                datasets=[hub_id(d.dataset_name)] if hub_id(d.dataset_name) else None,
+                tags=["diffusers", "audio-to-image", "diffusers-sonify"] + (["lora"] if lora_layers else []),
+            ),
+            repo_id=cfg.hub_model_id,
+            base_model=m.pretrained_model_name_or_path or m.pretrained_pipeline,
             audio_encoder=m.audio_encoder_name_or_path or type(c["audio_encoder"]).__name__,
-            dataset=d.dataset_name, lora=lora_layers is not None, steps=global_step,
-            hyperparameters={k: getattr(cfg, k) for k in ("learning_rate", "train_batch_size", "gradient_accumulation_steps",
-                             "lora_rank", "train_unet", "train_audio_encoder", "audio_drop_prob", "snr_gamma",
-                             "noise_offset", "use_ema", "mixed_precision", "seed")} | {"resolution": d.resolution, "num_processes": accelerator.num_processes},
+            dataset=d.dataset_name,
+            lora=lora_layers is not None,
+            steps=global_step,
+            hyperparameters={
+                k: getattr(cfg, k)
+                for k in (
+                    "learning_rate",
+                    "train_batch_size",
+                    "gradient_accumulation_steps",
+                    "lora_rank",
+                    "train_unet",
+                    "train_audio_encoder",
+                    "audio_drop_prob",
+                    "snr_gamma",
+                    "noise_offset",
+                    "use_ema",
+                    "mixed_precision",
+                    "seed",
+                )
+            }
+            | {"resolution": d.resolution, "num_processes": accelerator.num_processes},
             validation_grid="validation_grid.png" if cfg.validation_audio else None,
-        )  # fmt: skip
+        )
         card.save(os.path.join(cfg.output_dir, "README.md"))
         if cfg.push_to_hub:
             if not cfg.hub_model_id:

@@ -3,7 +3,6 @@
 from .models import AudioProjectionModel
 from .pipelines import AudioToImagePipeline, AudioToImagePipelineOutput
 
-
 __version__ = "0.1.0"
 
 __all__ = ["AudioProjectionModel", "AudioToImagePipeline", "AudioToImagePipelineOutput", "__version__"]

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torchaudio
 
-
 AudioLike = "np.ndarray | torch.Tensor | str | os.PathLike"
 MAX_CHANNELS = 8
 
@@ -74,7 +73,9 @@ def resample(waveform: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tens
     return torchaudio.functional.resample(waveform, int(orig_sr), int(target_sr))
 
 
-def load_audio(path: str | os.PathLike, max_seconds: float | None = None, arg: str = "audio") -> tuple[torch.Tensor, int]:
+def load_audio(
+    path: str | os.PathLike, max_seconds: float | None = None, arg: str = "audio"
+) -> tuple[torch.Tensor, int]:
     """Read an audio file as `(channels, samples)` float32 and its sampling rate.
 
     Only the first `max_seconds` are decoded, so a long file is never held in memory whole. WAV/FLAC/OGG are read
@@ -120,7 +121,9 @@ def prepare_waveform(
             raise ValueError(f"`{arg}`: {str(audio)!r} decodes to NaN or infinite samples.")
     else:
         if sampling_rate is None:
-            raise ValueError(f"`sampling_rate` is required when `{arg}` is an array or tensor; pass the clip's rate in Hz.")
+            raise ValueError(
+                f"`sampling_rate` is required when `{arg}` is an array or tensor; pass the clip's rate in Hz."
+            )
         waveform = validate_waveform(audio, arg=arg)
     if not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise ValueError(f"`sampling_rate` must be a positive integer number of Hz, got {sampling_rate!r}.")
@@ -188,7 +191,9 @@ def measure_loudness(waveform: torch.Tensor, sample_rate: int) -> float:
     return value if math.isfinite(value) and value > SILENCE_LUFS else float("-inf")
 
 
-def gain_to_lufs(waveform: torch.Tensor, sample_rate: int, target_lufs: float, iterations: int = 2) -> tuple[torch.Tensor, float]:
+def gain_to_lufs(
+    waveform: torch.Tensor, sample_rate: int, target_lufs: float, iterations: int = 2
+) -> tuple[torch.Tensor, float]:
     """Scale `waveform` so its integrated loudness is `target_lufs`; returns `(scaled, measured_lufs)`.
 
     BS.1770's absolute gate (-70 LUFS) makes loudness slightly non-linear in gain, so the gain is refined
@@ -236,7 +241,9 @@ def synthetic_impulse_response(
     return tail.to(torch.float32)
 
 
-def estimate_rt60(impulse_response: torch.Tensor, sample_rate: int, decay_range_db: tuple[float, float] = (-5.0, -25.0)) -> float:
+def estimate_rt60(
+    impulse_response: torch.Tensor, sample_rate: int, decay_range_db: tuple[float, float] = (-5.0, -25.0)
+) -> float:
     """Reverberation time of an impulse response by Schroeder backward integration (ISO 3382-1).
 
     The energy decay curve `EDC(t) = sum_{tau >= t} h(tau)^2` is fitted by a line in dB between

@@ -35,7 +35,15 @@ from tqdm.auto import tqdm
 from . import AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
-from .toyworld import CLASS_NAMES, CLASSES, SAMPLING_RATE, make_audio_corpus, make_eval_sounds, make_image_corpus, parse_scenes
+from .toyworld import (
+    CLASS_NAMES,
+    CLASSES,
+    SAMPLING_RATE,
+    make_audio_corpus,
+    make_eval_sounds,
+    make_image_corpus,
+    parse_scenes,
+)
 from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, pairing_accuracy
 
@@ -71,8 +79,15 @@ class DemoSize:
     eval_workers: int = 2  # concurrent generation threads of one torch thread each
 
 
-QUICK = DemoSize(num_images=48, clips_per_class=4, encoder_mixtures=64, encoder_steps=4, train_steps=2, eval_scale=0,
-                 sampling_steps=2)  # fmt: skip
+QUICK = DemoSize(
+    num_images=48,
+    clips_per_class=4,
+    encoder_mixtures=64,
+    encoder_steps=4,
+    train_steps=2,
+    eval_scale=0,
+    sampling_steps=2,
+)
 
 
 def _run(cmd: list[str], log_path: Path) -> None:
@@ -132,15 +147,24 @@ def generate(pipe: AudioToImagePipeline, sounds, size: DemoSize, seed: int, batc
         chunk, worker_pipe = sounds[start : start + batch_size], pipes.get()
         try:
             generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-            return worker_pipe([s.audio for s in chunk], sampling_rate=SAMPLING_RATE,
-                               num_inference_steps=size.sampling_steps, guidance_scale=size.guidance_scale,
-                               guidance_rescale=size.guidance_rescale, generator=generators).images  # fmt: skip
+            return worker_pipe(
+                [s.audio for s in chunk],
+                sampling_rate=SAMPLING_RATE,
+                num_inference_steps=size.sampling_steps,
+                guidance_scale=size.guidance_scale,
+                guidance_rescale=size.guidance_rescale,
+                generator=generators,
+            ).images
         finally:
             pipes.put(worker_pipe)
 
     images = []
     threads = torch_threads(1) if workers > 1 else contextlib.nullcontext()
-    with threads, ThreadPoolExecutor(workers) as pool, tqdm(total=len(sounds), desc="Generating from held-out sounds") as bar:
+    with (
+        threads,
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=len(sounds), desc="Generating from held-out sounds") as bar,
+    ):
         for future in [pool.submit(run, start) for start in starts]:  # collected in submission order
             chunk = future.result()
             images += chunk
@@ -158,8 +182,10 @@ def _loudness_plot(sounds, parsed, path: Path) -> None:
     levels = sorted({sounds[i].lufs for i in idx})
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name in CLASS_NAMES:
-        means = [np.mean([parsed[i].areas[name] for i in idx if sounds[i].lufs == lv and sounds[i].classes[0] == name])
-                 for lv in levels]  # fmt: skip
+        means = [
+            np.mean([parsed[i].areas[name] for i in idx if sounds[i].lufs == lv and sounds[i].classes[0] == name])
+            for lv in levels
+        ]
         ax.plot(levels, means, marker="o", label=name, color=np.array(CLASSES[CLASS_NAMES.index(name)].colour) / 255)
     ax.set_xlabel("input loudness (LUFS)")
     ax.set_ylabel("generated area of the sound's class (px)")
@@ -194,8 +220,9 @@ def write_report(out: Path, metrics: dict, sounds, images, parsed, quick: bool) 
     verdicts = _bar_verdicts(metrics)
     rows = "\n".join(
         f"| {k} | {metrics[k]:.3f} | {BARS[k][0]} {BARS[k][1]} | {'met' if verdicts[k] else 'NOT met'} |"
-        for k in BARS if k in metrics
-    )  # fmt: skip
+        for k in BARS
+        if k in metrics
+    )
     note = "\n**Quick mode: tiny data and 2 training steps; these numbers mean nothing.**\n" if quick else ""
     (out / "report.md").write_text(
         "# diffusers-sonify toy-world demo\n" + note + "\n"
@@ -239,8 +266,14 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. Audio encoder, pre-trained on the audio corpus alone, then frozen
     t0 = time.time()
     encoder, feature_extractor = toy_audio_encoder(args.seed)
-    losses = pretrain_audio_encoder(encoder, feature_extractor, _decode_clips(audio_ds), num_mixtures=size.encoder_mixtures,
-                                    steps=size.encoder_steps, seed=args.seed)  # fmt: skip
+    losses = pretrain_audio_encoder(
+        encoder,
+        feature_extractor,
+        _decode_clips(audio_ds),
+        num_mixtures=size.encoder_mixtures,
+        steps=size.encoder_steps,
+        seed=args.seed,
+    )
     encoder.save_pretrained(out / "audio_encoder")
     feature_extractor.save_pretrained(out / "audio_encoder")
     stage("audio_encoder", t0)
@@ -248,18 +281,49 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. Sonified dataset, with the builder program
     t0 = time.time()
     sonified_dir = out / "sonified"
-    _run([sys.executable, "dataset_builder/build.py", str(BUILD_CONFIG), "--image_dataset", str(corpora / "images"),
-          "--audio_dataset", str(corpora / "audio"), "--output_dir", str(sonified_dir)], out / "build.log")  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "dataset_builder/build.py",
+            str(BUILD_CONFIG),
+            "--image_dataset",
+            str(corpora / "images"),
+            "--audio_dataset",
+            str(corpora / "audio"),
+            "--output_dir",
+            str(sonified_dir),
+        ],
+        out / "build.log",
+    )
     stage("build", t0)
 
     # 4. Training, with the training program
     t0 = time.time()
     model_dir = out / "model"
-    train_cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                 "train_scripts/train.py", str(TRAIN_CONFIG), "--dataset_name", str(sonified_dir),
-                 "--audio_encoder_name_or_path", str(out / "audio_encoder"), "--output_dir", str(model_dir),
-                 "--cache_dir", str(out / "cache")]  # fmt: skip
+    train_cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "train_scripts/train.py",
+        str(TRAIN_CONFIG),
+        "--dataset_name",
+        str(sonified_dir),
+        "--audio_encoder_name_or_path",
+        str(out / "audio_encoder"),
+        "--output_dir",
+        str(model_dir),
+        "--cache_dir",
+        str(out / "cache"),
+    ]
     if size.train_steps is not None:
         train_cmd += ["--max_train_steps", str(size.train_steps)]
     _run(train_cmd, out / "train.log")
@@ -273,8 +337,14 @@ def main(argv: list[str] | None = None) -> dict:
         # 8 sweeps (not the default 4): the sweep metric reads the mean curve, so more sweeps measure it better
         sounds = make_eval_sounds(seed=args.seed, num_sweeps=8)
     else:
-        sounds = make_eval_sounds(seed=args.seed, singles_per_class=1, mixtures_per_pair=1, loudness_series_per_class=1,
-                                  reverb_pairs_per_class=1, num_sweeps=1)  # fmt: skip
+        sounds = make_eval_sounds(
+            seed=args.seed,
+            singles_per_class=1,
+            mixtures_per_pair=1,
+            loudness_series_per_class=1,
+            reverb_pairs_per_class=1,
+            num_sweeps=1,
+        )
     images = generate(pipe, sounds, size, seed=args.seed, workers=size.eval_workers)
     parsed = parse_scenes(images)
     metrics = evaluate_parsed(sounds, parsed)
@@ -293,8 +363,14 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics, sounds, images, parsed, args.quick)
     for key, (op, bar) in BARS.items():
-        logger.info("[demo] %-28s %8.3f  (bar %s %s: %s)", key, metrics[key], op, bar,
-                    "met" if metrics["bars_met"][key] else "NOT met")  # fmt: skip
+        logger.info(
+            "[demo] %-28s %8.3f  (bar %s %s: %s)",
+            key,
+            metrics[key],
+            op,
+            bar,
+            "met" if metrics["bars_met"][key] else "NOT met",
+        )
     logger.info("[demo] report: %s (%.0f s in all)", out / "report.md", metrics["wall_seconds"])
     return metrics
 

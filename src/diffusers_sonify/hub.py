@@ -7,7 +7,6 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
-
 # The templates ship beside the package in a source checkout: <repo>/model_cards/*.md.j2
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "model_cards"
 
@@ -23,7 +22,9 @@ def template_path(name: str, templates_dir: str | os.PathLike | None = None) -> 
     return path
 
 
-def render_model_card(card_data: ModelCardData, template: str = "model_card.md.j2", templates_dir=None, **context) -> ModelCard:
+def render_model_card(
+    card_data: ModelCardData, template: str = "model_card.md.j2", templates_dir=None, **context
+) -> ModelCard:
     """Render a model card: YAML metadata from `card_data`, body from the template with `context`."""
     return ModelCard.from_template(card_data, template_path=str(template_path(template, templates_dir)), **context)
 

@@ -157,9 +157,13 @@ def tiny_pipeline_components(
             )
         ).eval()
     scheduler = DDIMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
-    )  # fmt: skip
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     return {
         "unet": unet,
         "scheduler": scheduler,

@@ -174,7 +174,8 @@ def configure_trainable_parameters(
 
     The adapter (`audio_projection`) always trains. `lora_rank > 0` adds peft LoRA (`init_lora_weights="gaussian"`)
     to the UNet's attention projections; `train_unet` unfreezes the whole UNet instead; `train_audio_encoder`
-    unfreezes the audio encoder (the text encoder, when present, stays frozen). A list (not a `filter` iterator) so the optimizer and
+    unfreezes the audio encoder (the text encoder, when present, stays frozen). A list (not a `filter` iterator) so the
+    optimizer and
     gradient clipping see the same parameters.
 
     Args:
@@ -186,7 +187,8 @@ def configure_trainable_parameters(
         raise ValueError("`lora_rank` and `train_unet` are exclusive: LoRA trains a low-rank update of a frozen UNet.")
     if train_audio_encoder and hasattr(modules["audio_encoder"], "get_text_features"):
         raise ValueError(
-            "`train_audio_encoder` with a full ClapModel would carry its unused text tower into the optimizer and DDP; "
+            "`train_audio_encoder` with a full ClapModel would carry its unused text tower into the optimizer "
+            "and DDP; "
             "set `audio_encoder_class: ClapAudioModelWithProjection` (same checkpoint, audio tower + projection only)."
         )
     for module in modules.values():
@@ -391,7 +393,9 @@ class SonifiedImageAudioDataset(torch.utils.data.Dataset):
     ):
         self.caches = caches or FeatureCaches()
         if caption_column is not None and caption_column not in dataset.column_names:
-            raise ValueError(f"`caption_column`={caption_column!r} is not a dataset column; it has {dataset.column_names}.")
+            raise ValueError(
+                f"`caption_column`={caption_column!r} is not a dataset column; it has {dataset.column_names}."
+            )
         columns = [c for c in (image_column, audio_column, caption_column) if c is not None]
         skip = {image_column} if self.caches.latents else set()
         skip |= {audio_column} if self.caches.audio else set()
@@ -442,7 +446,11 @@ def model_fingerprint(*modules: nn.Module | None, extra: object = None) -> str:
         h.update(type(module).__name__.encode())
         config = getattr(module, "config", None)
         if config is not None:
-            h.update(json.dumps(dict(config) if not hasattr(config, "to_dict") else config.to_dict(), sort_keys=True, default=str).encode())
+            h.update(
+                json.dumps(
+                    dict(config) if not hasattr(config, "to_dict") else config.to_dict(), sort_keys=True, default=str
+                ).encode()
+            )
         for name, tensor in module.state_dict().items():
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -505,7 +513,9 @@ def files_to_push(output_dir: str | os.PathLike) -> list[str]:
     return list(filter_repo_objects(relative, ignore_patterns=PUSH_IGNORE_PATTERNS))
 
 
-def push_training_output(output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None):
+def push_training_output(
+    output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None
+):
     """Create `repo_id` (if needed) and upload the output folder minus checkpoints and logs; returns the commit."""
     from huggingface_hub import create_repo, upload_folder
 
@@ -517,4 +527,3 @@ def push_training_output(output_dir: str | os.PathLike, repo_id: str, token: str
         commit_message="Upload AudioToImagePipeline trained with diffusers-sonify",
         ignore_patterns=PUSH_IGNORE_PATTERNS,
     )
-

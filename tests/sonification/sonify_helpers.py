@@ -12,7 +12,6 @@ import soundfile as sf
 import torch
 from PIL import Image, ImageDraw
 
-
 SR = 16_000
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = str(REPO / "dataset_builder" / "prompts" / "describe_v1.txt")
@@ -25,8 +24,16 @@ LABEL_QUERIES = {
     "car horn": ["a car honking in traffic", "a driver beeping the horn", "an automobile horn blaring"],
     "church bells": ["bells ringing in a church tower", "a cathedral bell tolling", "chiming church bells"],
     "birds chirping": ["songbirds singing in the trees", "sparrows tweeting at dawn", "birdsong in the garden"],
-    "ocean waves": ["waves crashing on the beach", "the sea surf rolling onto the shore", "breakers hitting the coast"],
-    "crowd applause": ["an audience clapping", "people applauding after a show", "a crowd giving an ovation with applause"],
+    "ocean waves": [
+        "waves crashing on the beach",
+        "the sea surf rolling onto the shore",
+        "breakers hitting the coast",
+    ],
+    "crowd applause": [
+        "an audience clapping",
+        "people applauding after a show",
+        "a crowd giving an ovation with applause",
+    ],
     "baby crying": ["an infant wailing", "a newborn crying in its crib", "a toddler sobbing loudly"],
     "footsteps": ["someone walking on a wooden floor", "steps echoing in a hallway", "a person's footsteps on gravel"],
     "door knock": ["knocking on a wooden door", "a knock at the front door", "someone rapping on the door"],
@@ -37,7 +44,11 @@ LABEL_QUERIES = {
     "clock ticking": ["a wall clock ticking", "the tick-tock of a clock", "a grandfather clock ticking steadily"],
     "train passing": ["a train rushing past", "a locomotive going by on the rails", "a railway train passing through"],
     "helicopter": ["a helicopter flying overhead", "chopper rotor blades whirring", "a helicopter hovering above"],
-    "typing keyboard": ["someone typing on a computer keyboard", "fingers clicking on keys", "rapid keyboard typing at a desk"],
+    "typing keyboard": [
+        "someone typing on a computer keyboard",
+        "fingers clicking on keys",
+        "rapid keyboard typing at a desk",
+    ],
 }
 LABELS = list(LABEL_QUERIES)
 
@@ -71,13 +82,25 @@ def scene_description(i: int) -> str:
     first, second = LABELS[i % len(LABELS)], LABELS[(3 * i + 5) % len(LABELS)]
     scenes = [("indoor", "small"), ("indoor", "large"), ("outdoor", "open"), ("outdoor", "medium")]
     setting, space = scenes[i % len(scenes)]
-    return json.dumps({
-        "sound_sources": [
-            {"name": first.split()[0], "sound": LABEL_QUERIES[first][i % 3], "prominence": 0.9, "distance": "near"},
-            {"name": second.split()[0], "sound": LABEL_QUERIES[second][(i + 1) % 3], "prominence": 0.4, "distance": "far"},
-        ],
-        "scene": {"setting": setting, "space": space},
-    })
+    return json.dumps(
+        {
+            "sound_sources": [
+                {
+                    "name": first.split()[0],
+                    "sound": LABEL_QUERIES[first][i % 3],
+                    "prominence": 0.9,
+                    "distance": "near",
+                },
+                {
+                    "name": second.split()[0],
+                    "sound": LABEL_QUERIES[second][(i + 1) % 3],
+                    "prominence": 0.4,
+                    "distance": "far",
+                },
+            ],
+            "scene": {"setting": setting, "space": space},
+        }
+    )
 
 
 def make_corpora(root, num_images: int = 12, num_clips: int = 20, bad_rows: bool = True):
@@ -86,7 +109,8 @@ def make_corpora(root, num_images: int = 12, num_clips: int = 20, bad_rows: bool
     With `bad_rows`: image 3 is corrupt bytes, image 5's metadata gives unparsable text, image 7 asks for a sound
     nothing in the corpus resembles; clip 4 is corrupt bytes and clip 9 is silent.
     """
-    from datasets import Audio, ClassLabel, Dataset, Features, Image as ImageFeature, Value
+    from datasets import Audio, ClassLabel, Dataset, Features, Value
+    from datasets import Image as ImageFeature
 
     images, descriptions = [], []
     for i in range(num_images):
@@ -95,8 +119,12 @@ def make_corpora(root, num_images: int = 12, num_clips: int = 20, bad_rows: bool
         if bad_rows and i == 5:
             text = "I see a nice picture but cannot say."
         if bad_rows and i == 7:
-            text = json.dumps({"sound_sources": [{"name": "xq", "sound": "zzgx qwv plmk", "prominence": 0.5,
-                                                  "distance": "mid"}], "scene": {"setting": "indoor", "space": "small"}})
+            text = json.dumps(
+                {
+                    "sound_sources": [{"name": "xq", "sound": "zzgx qwv plmk", "prominence": 0.5, "distance": "mid"}],
+                    "scene": {"setting": "indoor", "space": "small"},
+                }
+            )
         descriptions.append(text)
     image_ds = Dataset.from_dict(
         {"image": images, "photo_id": [f"img{i:03d}" for i in range(num_images)], "metadata": descriptions},
@@ -138,9 +166,16 @@ class ScriptedDescriber:
 
 def tiny_llava(path) -> str:
     """A randomly initialised LlavaForConditionalGeneration + LlavaProcessor saved at `path` (HF_NOTES recipe)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     specials = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
     byte_chars = list(pre_tokenizers.ByteLevel.alphabet())
@@ -149,7 +184,11 @@ def tiny_llava(path) -> str:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
     )
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
@@ -160,16 +199,33 @@ def tiny_llava(path) -> str:
     )
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
         chat_template=chat_template,
     )
     torch.manual_seed(0)
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                                       image_size=32, patch_size=8, projection_dim=32),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                                num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=2048,
-                                pad_token_id=tokenizer.pad_token_id),
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=32,
+        ),
+        text_config=LlamaConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=2048,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
     model = LlavaForConditionalGeneration(config).eval()

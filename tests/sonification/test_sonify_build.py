@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from sonify_helpers import REPO, make_corpora
-
 
 BUILD = str(REPO / "dataset_builder" / "build.py")
 
@@ -28,11 +26,36 @@ def _free_port() -> int:
 
 
 def _args(image_path, audio_path, out, delay=0.0):
-    return ["--image_dataset", image_path, "--audio_dataset", audio_path, "--output_dir", str(out),
-            "--image_id_column", "photo_id", "--audio_id_column", "clip_name", "--metadata_columns", "metadata",
-            "--describer", "sonify_helpers:ScriptedDescriber", "--describer_kwargs", json.dumps({"delay_s": delay}),
-            "--sample_rate", "16000", "--duration_s", "2", "--shard_size", "2", "--describe_batch_size", "2",
-            "--min_score", "0.4", "--max_clip_uses", "3"]  # fmt: skip
+    return [
+        "--image_dataset",
+        image_path,
+        "--audio_dataset",
+        audio_path,
+        "--output_dir",
+        str(out),
+        "--image_id_column",
+        "photo_id",
+        "--audio_id_column",
+        "clip_name",
+        "--metadata_columns",
+        "metadata",
+        "--describer",
+        "sonify_helpers:ScriptedDescriber",
+        "--describer_kwargs",
+        json.dumps({"delay_s": delay}),
+        "--sample_rate",
+        "16000",
+        "--duration_s",
+        "2",
+        "--shard_size",
+        "2",
+        "--describe_batch_size",
+        "2",
+        "--min_score",
+        "0.4",
+        "--max_clip_uses",
+        "3",
+    ]
 
 
 def _env():
@@ -46,10 +69,24 @@ def built(tmp_path_factory):
     """One reference build on two processes (torchrun), and one killed mid-describe then rerun (one process)."""
     root = tmp_path_factory.mktemp("sonify_build")
     image_path, audio_path = make_corpora(root)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
-    ref = subprocess.run(torchrun + [BUILD, str(REPO / "dataset_builder/configs/default.yaml"),
-                                     *_args(image_path, audio_path, root / "ref")],
-                         env=_env(), cwd=root, capture_output=True, text=True, timeout=240)  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+    ]
+    ref = subprocess.run(
+        torchrun
+        + [BUILD, str(REPO / "dataset_builder/configs/default.yaml"), *_args(image_path, audio_path, root / "ref")],
+        env=_env(),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert ref.returncode == 0, ref.stderr[-4000:]
 
     out = root / "resumed"
@@ -105,8 +142,16 @@ def test_output_loads_decodes_and_has_provenance(built):
             assert abs(s["measured_lufs"] - s["target_lufs"]) <= 1.0
         assert r["mix_peak_dbfs"] <= -1.0 + 1e-3
     card = (built["ref"] / "README.md").read_text()
-    for needle in ("configs:", "data/train-*.parquet", "scripted-v1", "sentence-transformers/all-MiniLM-L6-v2",
-                   "corrupt image", "empty retrieval", "EBU R128", "| indoor/large | 1.8 |"):  # fmt: skip
+    for needle in (
+        "configs:",
+        "data/train-*.parquet",
+        "scripted-v1",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "corrupt image",
+        "empty retrieval",
+        "EBU R128",
+        "| indoor/large | 1.8 |",
+    ):
         assert needle in card, needle
 
 

@@ -1,18 +1,26 @@
-"""Describe stage: JSON parsing/repair, the stage function, the VLM describer on a tiny random Llava, config mappings."""
+"""Describe stage: JSON parsing/repair, the stage function, the VLM describer on a tiny random Llava, configs."""
 
 import json
 
 import pytest
-
-from diffusers_sonify.sonification import BuilderConfig, VLMDescriber, describe_sounds, load_describer, parse_description
-from diffusers_sonify.sonification.config import parse_build_config
-
 from sonify_helpers import PROMPT, ScriptedDescriber, png_bytes, scene_description, tiny_llava
 
+from diffusers_sonify.sonification import (
+    BuilderConfig,
+    VLMDescriber,
+    describe_sounds,
+    load_describer,
+    parse_description,
+)
+from diffusers_sonify.sonification.config import parse_build_config
 
-GOOD = {"sound_sources": [{"name": "dog", "sound": "a dog barking", "prominence": 0.8, "distance": "near"},
-                          {"name": "car", "sound": "traffic hum", "prominence": 0.3, "distance": "far"}],
-        "scene": {"setting": "outdoor", "space": "open"}}  # fmt: skip
+GOOD = {
+    "sound_sources": [
+        {"name": "dog", "sound": "a dog barking", "prominence": 0.8, "distance": "near"},
+        {"name": "car", "sound": "traffic hum", "prominence": 0.3, "distance": "far"},
+    ],
+    "scene": {"setting": "outdoor", "space": "open"},
+}
 
 
 def test_parse_valid_and_repaired_outputs():
@@ -31,29 +39,43 @@ def test_parse_valid_and_repaired_outputs():
     s, sc, r = parse_description(truncated)
     assert r is None and [x["name"] for x in s] == ["dog"] and sc == GOOD["scene"]
     # synonyms and scales are normalised, order is by prominence, max_sources keeps the loudest
-    odd = {"sound_sources": [{"name": "a", "sound": "hum", "prominence": "low", "distance": "distant"},
-                             {"name": "b", "sound": "bang", "prominence": 9, "distance": "close"}],
-           "scene": {"setting": "Indoors", "space": "big"}}  # fmt: skip
+    odd = {
+        "sound_sources": [
+            {"name": "a", "sound": "hum", "prominence": "low", "distance": "distant"},
+            {"name": "b", "sound": "bang", "prominence": 9, "distance": "close"},
+        ],
+        "scene": {"setting": "Indoors", "space": "big"},
+    }
     s, sc, r = parse_description(json.dumps(odd), max_sources=1)
     assert r is None and s == [{"name": "b", "sound": "bang", "prominence": 0.9, "distance": "near"}]
     assert sc == {"setting": "indoor", "space": "large"}
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "unparsable"), ("no json here", "unparsable"), ("{not: json at all", "unparsable"),
-    (json.dumps({"sound_sources": "dog", "scene": GOOD["scene"]}), "not a list"),
-    (json.dumps({"sound_sources": GOOD["sound_sources"]}), "scene"),
-    (json.dumps({"sound_sources": [{"name": "x"}], "scene": GOOD["scene"]}), "no sound source"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "unparsable"),
+        ("no json here", "unparsable"),
+        ("{not: json at all", "unparsable"),
+        (json.dumps({"sound_sources": "dog", "scene": GOOD["scene"]}), "not a list"),
+        (json.dumps({"sound_sources": GOOD["sound_sources"]}), "scene"),
+        (json.dumps({"sound_sources": [{"name": "x"}], "scene": GOOD["scene"]}), "no sound source"),
+    ],
+)
 def test_parse_failures_give_reasons(text, reason):
     sources, scene, skip = parse_description(text)
     assert sources == [] and scene is None and reason in skip
 
 
 def test_describe_stage_success_and_corrupt_image():
-    batch = {"image": [{"bytes": png_bytes(0), "path": None}, {"bytes": b"garbage", "path": None},
-                       {"bytes": png_bytes(2), "path": None}],
-             "metadata": [scene_description(0), "unused", "not json"]}  # fmt: skip
+    batch = {
+        "image": [
+            {"bytes": png_bytes(0), "path": None},
+            {"bytes": b"garbage", "path": None},
+            {"bytes": png_bytes(2), "path": None},
+        ],
+        "metadata": [scene_description(0), "unused", "not json"],
+    }
     out = describe_sounds(batch, describer=ScriptedDescriber())
     assert out["skip_reason"][0] is None and out["skip_reason"][1].startswith("corrupt image")
     assert out["skip_reason"][2].startswith("unparsable")
@@ -70,8 +92,12 @@ def test_describer_errors_become_skips_and_bad_output_is_rejected():
     class Invalid:
         def describe(self, batch):
             n = len(batch["image"])
-            return {"sound_sources": [[{"name": "a", "sound": "b", "prominence": 2.0, "distance": "near"}]] * n,
-                    "scene": [None] * n, "description_raw": [""] * n, "skip_reason": [None] * n}  # fmt: skip
+            return {
+                "sound_sources": [[{"name": "a", "sound": "b", "prominence": 2.0, "distance": "near"}]] * n,
+                "scene": [None] * n,
+                "description_raw": [""] * n,
+                "skip_reason": [None] * n,
+            }
 
     batch = {"image": [{"bytes": png_bytes(0), "path": None}]}
     assert describe_sounds(batch, describer=Broken())["skip_reason"][0].startswith("describer error: RuntimeError")

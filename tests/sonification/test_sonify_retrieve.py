@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from sonify_helpers import LABEL_QUERIES, LABELS, SR, clip, wav_bytes
 
 from diffusers_sonify.sonification import SentenceTransformerEmbedder, assign_clips, embed_audio_corpus, topk_cosine
 from diffusers_sonify.sonification.retrieve import parse_choice, rerank
-
-from sonify_helpers import LABEL_QUERIES, LABELS, SR, clip, wav_bytes
 
 
 def _brute_force(q, b, k):
@@ -68,32 +67,67 @@ def test_real_minilm_retrieves_paraphrases(minilm):
 
 
 def test_index_stage_marks_corrupt_and_silent_clips(minilm):
-    batch = {"audio": [{"bytes": wav_bytes(clip(0)), "path": None}, {"bytes": b"RIFFxx", "path": None},
-                       {"bytes": wav_bytes(np.zeros(SR // 2, np.float32)), "path": None}],
-             "label": [0, 1, 2]}  # fmt: skip
-    out = embed_audio_corpus(batch, embedder=minilm, audio_column="audio", text_columns=["label"],
-                             label_names={"label": LABELS})  # fmt: skip
+    batch = {
+        "audio": [
+            {"bytes": wav_bytes(clip(0)), "path": None},
+            {"bytes": b"RIFFxx", "path": None},
+            {"bytes": wav_bytes(np.zeros(SR // 2, np.float32)), "path": None},
+        ],
+        "label": [0, 1, 2],
+    }
+    out = embed_audio_corpus(
+        batch, embedder=minilm, audio_column="audio", text_columns=["label"], label_names={"label": LABELS}
+    )
     assert out["valid"] == [True, False, False] and out["clip_text"][0] == LABELS[0]
     assert "corrupt audio" in out["invalid_reason"][1] and "silent" in out["invalid_reason"][2]
     assert len(out["embedding"][0]) == 384 and out["embedding"][1] is None
 
 
 def test_clap_backend_with_tiny_random_clap(tmp_path):
-    from transformers import BertTokenizerFast, ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+    from transformers import (
+        BertTokenizerFast,
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapTextConfig,
+    )
 
     from diffusers_sonify.sonification import ClapEmbedder
     from diffusers_sonify.sonification.index import resolve_text_model
 
     torch.manual_seed(0)
     tokenizer = BertTokenizerFast.from_pretrained(resolve_text_model("all-MiniLM-L6-v2"))
-    audio_cfg = ClapAudioConfig(spec_size=64, num_mel_bins=16, patch_size=4, patch_stride=(4, 4), window_size=4,
-                                hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16,
-                                enable_fusion=False)  # fmt: skip
-    text_cfg = ClapTextConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              intermediate_size=37, max_position_embeddings=64)  # fmt: skip
+    audio_cfg = ClapAudioConfig(
+        spec_size=64,
+        num_mel_bins=16,
+        patch_size=4,
+        patch_stride=(4, 4),
+        window_size=4,
+        hidden_size=32,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        patch_embeds_hidden_size=16,
+        enable_fusion=False,
+    )
+    text_cfg = ClapTextConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     model = ClapModel(ClapConfig(text_config=text_cfg.to_dict(), audio_config=audio_cfg.to_dict(), projection_dim=16))
-    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=SR, hop_length=160, fft_window_size=400, max_length_s=1,
-                              truncation="rand_trunc", padding="repeatpad")  # fmt: skip
+    fe = ClapFeatureExtractor(
+        feature_size=16,
+        sampling_rate=SR,
+        hop_length=160,
+        fft_window_size=400,
+        max_length_s=1,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    )
     for obj in (model, tokenizer, fe):
         obj.save_pretrained(tmp_path)
     embedder = ClapEmbedder(str(tmp_path))

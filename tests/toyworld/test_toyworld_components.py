@@ -15,7 +15,6 @@ from diffusers_sonify.toyworld.components import (
 )
 from diffusers_sonify.toyworld.sonify import LUFS_RANGE, loudness
 
-
 CLIPS = {name: [synthesize(name, s) for s in range(2)] for name in CLASS_NAMES}
 
 
@@ -43,7 +42,12 @@ def test_toy_pipeline_generates_32px_images_from_sound():
     pipe = AudioToImagePipeline(**toy_pipeline_components(seed=0))
     pipe.set_progress_bar_config(disable=True)
     sounds = [synthesize("bell", 0), synthesize("engine", 0)]
-    out = pipe(sounds, sampling_rate=16_000, num_inference_steps=2, output_type="np",
-               generator=[torch.Generator().manual_seed(i) for i in range(2)]).images  # fmt: skip
+    out = pipe(
+        sounds,
+        sampling_rate=16_000,
+        num_inference_steps=2,
+        output_type="np",
+        generator=[torch.Generator().manual_seed(i) for i in range(2)],
+    ).images
     assert out.shape == (2, 32, 32, 3) and np.isfinite(out).all()
     assert pipe.max_audio_seconds == 2.0

@@ -53,8 +53,14 @@ def test_loudness_and_peak_limits():
 
 
 def test_eval_sounds_are_what_they_claim():
-    sounds = make_eval_sounds(seed=5, singles_per_class=1, mixtures_per_pair=1, loudness_series_per_class=1,
-                              reverb_pairs_per_class=1, num_sweeps=2)  # fmt: skip
+    sounds = make_eval_sounds(
+        seed=5,
+        singles_per_class=1,
+        mixtures_per_pair=1,
+        loudness_series_per_class=1,
+        reverb_pairs_per_class=1,
+        num_sweeps=2,
+    )
     kinds = {s.kind for s in sounds}
     assert kinds == {"single", "mixture", "loudness", "reverb", "sweep"}
     for s in sounds:
@@ -77,10 +83,22 @@ def test_eval_sounds_are_what_they_claim():
 
 
 def test_eval_sounds_are_deterministic():
-    a = make_eval_sounds(seed=1, singles_per_class=1, mixtures_per_pair=0, loudness_series_per_class=0,
-                         reverb_pairs_per_class=0, num_sweeps=0)  # fmt: skip
-    b = make_eval_sounds(seed=1, singles_per_class=1, mixtures_per_pair=0, loudness_series_per_class=0,
-                         reverb_pairs_per_class=0, num_sweeps=0)  # fmt: skip
+    a = make_eval_sounds(
+        seed=1,
+        singles_per_class=1,
+        mixtures_per_pair=0,
+        loudness_series_per_class=0,
+        reverb_pairs_per_class=0,
+        num_sweeps=0,
+    )
+    b = make_eval_sounds(
+        seed=1,
+        singles_per_class=1,
+        mixtures_per_pair=0,
+        loudness_series_per_class=0,
+        reverb_pairs_per_class=0,
+        num_sweeps=0,
+    )
     assert all(np.array_equal(x.audio, y.audio) for x, y in zip(a, b))
 
 
@@ -107,8 +125,14 @@ def test_metrics_on_known_parses():
 
 
 def test_evaluate_parsed_reports_every_metric():
-    sounds = make_eval_sounds(seed=2, singles_per_class=1, mixtures_per_pair=1, loudness_series_per_class=1,
-                              reverb_pairs_per_class=1, num_sweeps=1)  # fmt: skip
+    sounds = make_eval_sounds(
+        seed=2,
+        singles_per_class=1,
+        mixtures_per_pair=1,
+        loudness_series_per_class=1,
+        reverb_pairs_per_class=1,
+        num_sweeps=1,
+    )
     # a perfect "generator": draw what each sound should show and parse it
     parsed = []
     for s in sounds:

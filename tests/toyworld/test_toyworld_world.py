@@ -141,7 +141,11 @@ def test_describer_returns_the_vlm_schema(corpora):
         for obj, src in zip(objects, sources):
             assert src["sound"] in next(c for c in CLASSES if c.name == obj["class"]).sound_queries
             assert 0 <= src["prominence"] <= 1 and src["distance"] in {"near", "mid", "far"}
-    flat = [(o["radius"], s["prominence"]) for os_, ss in zip(batch["objects"], out["sound_sources"]) for o, s in zip(os_, ss)]
+    flat = [
+        (o["radius"], s["prominence"])
+        for os_, ss in zip(batch["objects"], out["sound_sources"])
+        for o, s in zip(os_, ss)
+    ]
     flat.sort()
     assert all(b[1] >= a[1] for a, b in zip(flat, flat[1:]))
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "train_scripts" / "configs").glob("*.yaml"))
 SCRIPTS = Path(__file__).resolve().parents[2] / "train_scripts"
 
@@ -42,7 +41,9 @@ def test_sd15_recipe_is_the_documented_one():
 def test_cli_overrides_yaml_and_unknown_keys_fail(tmp_path):
     config = load_script("config")
     yaml_path = SCRIPTS / "configs" / "tiny.yaml"
-    _, data, train = config.parse_config([str(yaml_path), "--learning_rate", "0.5", "--validation_audio", "a.wav", "b.wav"])
+    _, data, train = config.parse_config(
+        [str(yaml_path), "--learning_rate", "0.5", "--validation_audio", "a.wav", "b.wav"]
+    )
     assert train.learning_rate == 0.5 and train.validation_audio == ["a.wav", "b.wav"] and data.resolution == 32
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rat: 0.1\n")
@@ -57,8 +58,13 @@ def test_build_components_from_base_model_and_audio_encoder(tiny_base_dirs):
     base, audio = tiny_base_dirs
     train = load_script("train")
     config = load_script("config")
-    model_cfg = config.ModelConfig(pretrained_model_name_or_path=base, audio_encoder_name_or_path=audio,
-                                   use_text_encoder=True, num_pooled_tokens=3, num_hidden_tokens=5)  # fmt: skip
+    model_cfg = config.ModelConfig(
+        pretrained_model_name_or_path=base,
+        audio_encoder_name_or_path=audio,
+        use_text_encoder=True,
+        num_pooled_tokens=3,
+        num_hidden_tokens=5,
+    )
     c = train.build_components(model_cfg)
     assert c["vae"] is not None and c["text_encoder"] is not None and c["tokenizer"] is not None
     proj = c["audio_projection"]
@@ -68,5 +74,8 @@ def test_build_components_from_base_model_and_audio_encoder(tiny_base_dirs):
     with pytest.raises(ValueError, match="audio_encoder_name_or_path"):
         train.build_components(config.ModelConfig(pretrained_model_name_or_path=base))
     with pytest.raises(ValueError, match="audio_encoder_class"):
-        train.build_components(config.ModelConfig(pretrained_model_name_or_path=base, audio_encoder_name_or_path=audio,
-                                                  audio_encoder_class="NoSuchModel"))  # fmt: skip
+        train.build_components(
+            config.ModelConfig(
+                pretrained_model_name_or_path=base, audio_encoder_name_or_path=audio, audio_encoder_class="NoSuchModel"
+            )
+        )

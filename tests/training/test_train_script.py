@@ -10,9 +10,8 @@ import PIL.Image
 import pytest
 import torch
 import yaml
-from train_helpers import free_port, launch
 from safetensors.torch import load_file
-
+from train_helpers import free_port, launch
 
 MAX_GRAD_NORM = 0.01  # below the tiny model's gradient norm, so every step is clipped
 
@@ -29,10 +28,24 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
     """
     root = tmp_path_factory.mktemp("runs")
     common = [
-        "--pretrained_pipeline", tiny_text_pipe_dir, "--dataset_name", tiny_dataset_dir, "--caption_column", "caption",
-        "--lora_rank", "4", "--use_ema", "--max_train_steps", "4", "--max_grad_norm", str(MAX_GRAD_NORM),
-        "--cache_dir", str(root / "cache"), "--validation_audio", *validation_wavs,
-    ]  # fmt: skip
+        "--pretrained_pipeline",
+        tiny_text_pipe_dir,
+        "--dataset_name",
+        tiny_dataset_dir,
+        "--caption_column",
+        "caption",
+        "--lora_rank",
+        "4",
+        "--use_ema",
+        "--max_train_steps",
+        "4",
+        "--max_grad_norm",
+        str(MAX_GRAD_NORM),
+        "--cache_dir",
+        str(root / "cache"),
+        "--validation_audio",
+        *validation_wavs,
+    ]
     single = ["--num_processes", "1", "--cpu"]
     launch(single, [*common, "--output_dir", str(root / "A")])
     launch(single, [*common, "--output_dir", str(root / "B"), "--max_steps_this_run", "2"])
@@ -90,8 +103,12 @@ def test_output_reloads_and_lora_reproduces_validation(single_runs, validation_w
     cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "train_scripts/configs/tiny.yaml").read_text())
     pipe = AudioToImagePipeline.from_pretrained(a)
     pipe.set_progress_bar_config(disable=True)
-    kwargs = dict(num_inference_steps=cfg["validation_inference_steps"], guidance_scale=cfg["validation_guidance_scale"])
-    base = pipe(validation_wavs, generator=torch.Generator().manual_seed(cfg["seed"]), output_type="np", **kwargs).images
+    kwargs = dict(
+        num_inference_steps=cfg["validation_inference_steps"], guidance_scale=cfg["validation_guidance_scale"]
+    )
+    base = pipe(
+        validation_wavs, generator=torch.Generator().manual_seed(cfg["seed"]), output_type="np", **kwargs
+    ).images
     assert base.shape == (2, 32, 32, 3) and np.isfinite(base).all()
     pipe.load_lora_weights(a)
     images = pipe(validation_wavs, generator=torch.Generator().manual_seed(cfg["seed"]), **kwargs).images
@@ -112,28 +129,57 @@ def test_model_card_and_push_folder(single_runs):
     assert "load_lora_weights" in card.text and "![validation grid](validation_grid.png)" in card.text
     assert "| lora_rank | 4 |" in card.text and "ClapAudioModelWithProjection" in card.text
     pushed = files_to_push(a)
-    for name in ("model_index.json", "README.md", "pytorch_lora_weights.safetensors", "validation_grid.png",
-                 "unet/diffusion_pytorch_model.safetensors", "audio_projection/config.json"):  # fmt: skip
+    for name in (
+        "model_index.json",
+        "README.md",
+        "pytorch_lora_weights.safetensors",
+        "validation_grid.png",
+        "unet/diffusion_pytorch_model.safetensors",
+        "audio_projection/config.json",
+    ):
         assert name in pushed
     assert not [p for p in pushed if p.startswith(("checkpoint-", "logs/")) or p == "train_log.jsonl"]
 
 
 def test_two_processes_pixel_space_with_trainable_audio_encoder(tmp_path, tiny_dataset_dir, tiny_base_dirs):
-    """Two gloo processes; a pixel-space UNet built from an inline config; the audio encoder trains (no audio cache)."""
+    """Two gloo processes; a pixel-space UNet from an inline config; the audio encoder trains (no audio cache)."""
     base, audio = tiny_base_dirs
-    unet_config = json.dumps({
-        "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 32],
-        "layers_per_block": 1, "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32, "attention_head_dim": 8,
-    })  # fmt: skip
+    unet_config = json.dumps(
+        {
+            "sample_size": 32,
+            "in_channels": 3,
+            "out_channels": 3,
+            "block_out_channels": [32, 32],
+            "layers_per_block": 1,
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+            "cross_attention_dim": 32,
+            "attention_head_dim": 8,
+        }
+    )
     out = tmp_path / "out"
     launch(
         ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
-        ["--unet_config", unet_config, "--scheduler_config", f"{base}/scheduler/scheduler_config.json",
-         "--audio_encoder_name_or_path", audio, "--train_audio_encoder", "--dataset_name", tiny_dataset_dir,
-         "--expected_num_processes", "2", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"),
-         "--report_to", "none"],
-    )  # fmt: skip
+        [
+            "--unet_config",
+            unet_config,
+            "--scheduler_config",
+            f"{base}/scheduler/scheduler_config.json",
+            "--audio_encoder_name_or_path",
+            audio,
+            "--train_audio_encoder",
+            "--dataset_name",
+            tiny_dataset_dir,
+            "--expected_num_processes",
+            "2",
+            "--output_dir",
+            str(out),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--report_to",
+            "none",
+        ],
+    )
     log = read_log(out)
     assert [e["step"] for e in log] == [1, 2]
     assert all(e["num_processes"] == 2 and e["written_by_rank"] == 0 for e in log)
@@ -149,6 +195,11 @@ def test_two_processes_pixel_space_with_trainable_audio_encoder(tmp_path, tiny_d
     start = load_file(Path(audio) / "model.safetensors")
     trained = load_file(out / "audio_encoder/model.safetensors")
     assert any(not torch.equal(start[k], trained[k]) for k in start), "the audio encoder did not train"
-    image = pipe(np.sin(np.linspace(0, 800, 16000)).astype(np.float32), sampling_rate=16000, num_inference_steps=2,
-                 generator=torch.Generator().manual_seed(0), output_type="np").images  # fmt: skip
+    image = pipe(
+        np.sin(np.linspace(0, 800, 16000)).astype(np.float32),
+        sampling_rate=16000,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
     assert image.shape == (1, 32, 32, 3)

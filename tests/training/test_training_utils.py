@@ -19,7 +19,9 @@ def components():
 
 
 def test_audio_dropout_uses_the_adapters_null_tokens_and_trains_them():
-    adapter = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6, num_pooled_tokens=2, num_hidden_tokens=3)
+    adapter = AudioProjectionModel(
+        cross_attention_dim=8, pooled_dim=4, hidden_dim=6, num_pooled_tokens=2, num_hidden_tokens=3
+    )
     embeds = adapter(pooled=torch.randn(5, 4), hidden_states=torch.randn(5, 7, 6))
     all_dropped, mask = tu.drop_audio_condition(embeds, adapter, 1.0, torch.Generator().manual_seed(0))
     assert mask.all() and torch.equal(all_dropped, adapter.get_null_audio_embeds(5))
@@ -27,7 +29,9 @@ def test_audio_dropout_uses_the_adapters_null_tokens_and_trains_them():
     assert not mask.any() and torch.equal(kept, embeds)
     some, mask = tu.drop_audio_condition(embeds, adapter, 0.5, torch.Generator().manual_seed(1))  # 3 of 5 dropped
     assert 0 < mask.sum() < 5
-    assert torch.equal(some[mask], adapter.get_null_audio_embeds(int(mask.sum()))) and torch.equal(some[~mask], embeds[~mask])
+    assert torch.equal(some[mask], adapter.get_null_audio_embeds(int(mask.sum()))) and torch.equal(
+        some[~mask], embeds[~mask]
+    )
     some.sum().backward()
     assert adapter.null_audio_embeds.grad.abs().sum() > 0  # the null tokens are learned through the dropout
     with pytest.raises(ValueError, match="audio_drop_prob"):
@@ -50,7 +54,9 @@ def test_training_noise_offset_shifts_each_image_and_channel():
     # the per-(image, channel) means of plain noise scatter by 1/16; the offset adds a N(0, 0.5^2) shift to each
     assert plain.mean(dim=(2, 3)).std() < 0.1
     assert 0.4 < offset.mean(dim=(2, 3)).std() < 0.6
-    assert torch.allclose(offset - offset.mean(dim=(2, 3), keepdim=True), plain - plain.mean(dim=(2, 3), keepdim=True), atol=1e-5)
+    assert torch.allclose(
+        offset - offset.mean(dim=(2, 3), keepdim=True), plain - plain.mean(dim=(2, 3), keepdim=True), atol=1e-5
+    )
     with pytest.raises(ValueError, match="noise_offset"):
         tu.training_noise(shape, torch.Generator(), offset=-0.1)
 
@@ -160,7 +166,9 @@ def test_feature_cache_is_keyed_and_reused(tmp_path):
     assert other != path and not other.exists()
     adapter = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6)
     key = tu.model_fingerprint(adapter, extra={"sr": 16000})
-    assert key == tu.model_fingerprint(adapter, extra={"sr": 16000}) != tu.model_fingerprint(adapter, extra={"sr": 8000})
+    assert (
+        key == tu.model_fingerprint(adapter, extra={"sr": 16000}) != tu.model_fingerprint(adapter, extra={"sr": 8000})
+    )
     with torch.no_grad():
         adapter.null_audio_embeds.add_(1.0)
     assert tu.model_fingerprint(adapter, extra={"sr": 16000}) != key

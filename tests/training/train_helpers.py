@@ -47,7 +47,15 @@ def free_port() -> int:
 
 def launch(launcher_args: list[str], script_args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     """`accelerate launch <launcher_args> train.py tiny.yaml <script_args>`; fails the test with the log on error."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher_args, str(TRAIN), str(TINY_YAML), *script_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launcher_args,
+        str(TRAIN),
+        str(TINY_YAML),
+        *script_args,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     assert proc.returncode == 0, f"train.py failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"

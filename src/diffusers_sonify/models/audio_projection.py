@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (the loader looks this name up here)
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
-
 
 _INPUT_TYPES = ("pooled", "hidden_states", "both")
 

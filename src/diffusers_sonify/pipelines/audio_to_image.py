@@ -149,7 +149,9 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if negative_audio is not None and negative_audio_embeds is not None:
             raise ValueError("Pass at most one of `negative_audio` and `negative_audio_embeds`.")
         if audio_embeds is not None and (not isinstance(audio_embeds, torch.Tensor) or audio_embeds.ndim != 3):
-            raise ValueError("`audio_embeds` must be a 3-D tensor `(batch, tokens, dim)` as returned by `encode_audio`.")
+            raise ValueError(
+                "`audio_embeds` must be a 3-D tensor `(batch, tokens, dim)` as returned by `encode_audio`."
+            )
         if audio_weights is not None:
             if audio is None:
                 raise ValueError(
@@ -158,7 +160,9 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             weights = np.asarray(audio_weights, dtype=np.float64)
             n = len(_as_list(audio))
             if weights.ndim != 1 or len(weights) != n:
-                raise ValueError(f"`audio_weights` has {weights.size} weights for {n} sounds; pass one weight per sound.")
+                raise ValueError(
+                    f"`audio_weights` has {weights.size} weights for {n} sounds; pass one weight per sound."
+                )
             if not np.isfinite(weights).all() or (weights < 0).any():
                 raise ValueError(f"`audio_weights` must be finite and non-negative, got {list(audio_weights)}.")
             if weights.sum() == 0:
@@ -184,7 +188,9 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
         bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if bad:
-            raise ValueError(f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {bad}.")
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {bad}."
+            )
 
     # ------------------------------------------------------------------ audio
     def prepare_audio(self, audio, sampling_rate: int | None = None, arg: str = "audio") -> list[np.ndarray]:
@@ -236,7 +242,9 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def _encode_waveforms(self, waveforms: list[np.ndarray], device=None) -> torch.Tensor:
         device = device or self.audio_encoder.device
-        inputs = audio_encoder_inputs(self.feature_extractor, self.audio_encoder, waveforms, device, self.audio_encoder.dtype)
+        inputs = audio_encoder_inputs(
+            self.feature_extractor, self.audio_encoder, waveforms, device, self.audio_encoder.dtype
+        )
         encoded = encode_audio_features(self.audio_encoder, inputs)
         proj_dtype = self.audio_projection.dtype
         return self.audio_projection(
@@ -352,16 +360,36 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         # 1. Check inputs (nothing below runs a model before every argument has been validated)
         self.check_inputs(
-            audio, audio_embeds, audio_weights, prompt, negative_prompt, negative_audio, negative_audio_embeds,
-            height, width, guidance_scale, text_guidance_scale, num_inference_steps, num_images_per_prompt,
-            callback_on_step_end_tensor_inputs, guidance_rescale,
-        )  # fmt: skip
+            audio,
+            audio_embeds,
+            audio_weights,
+            prompt,
+            negative_prompt,
+            negative_audio,
+            negative_audio_embeds,
+            height,
+            width,
+            guidance_scale,
+            text_guidance_scale,
+            num_inference_steps,
+            num_images_per_prompt,
+            callback_on_step_end_tensor_inputs,
+            guidance_rescale,
+        )
         waveforms = self.prepare_audio(audio, sampling_rate) if audio is not None else None
         neg_waveforms = (
-            self.prepare_audio(negative_audio, sampling_rate, arg="negative_audio") if negative_audio is not None else None
+            self.prepare_audio(negative_audio, sampling_rate, arg="negative_audio")
+            if negative_audio is not None
+            else None
         )
         batch_size = 1 if audio_weights is not None else len(waveforms) if waveforms is not None else len(audio_embeds)
-        num_negative = len(neg_waveforms) if neg_waveforms is not None else len(negative_audio_embeds) if negative_audio_embeds is not None else 1
+        num_negative = (
+            len(neg_waveforms)
+            if neg_waveforms is not None
+            else len(negative_audio_embeds)
+            if negative_audio_embeds is not None
+            else 1
+        )
         if num_negative not in (1, batch_size):
             raise ValueError(f"Got {num_negative} negative sounds for {batch_size} sounds; pass 1 or {batch_size}.")
         height = height or self.unet.config.sample_size * self.vae_scale_factor
@@ -386,7 +414,9 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         branches = {}
         if self.text_encoder is not None:
             prompts = self._per_sound(prompt if prompt is not None else "", batch_size, "prompt")
-            negatives = self._per_sound(negative_prompt if negative_prompt is not None else "", batch_size, "negative_prompt")
+            negatives = self._per_sound(
+                negative_prompt if negative_prompt is not None else "", batch_size, "negative_prompt"
+            )
             text = self.encode_prompt(prompts, device)
             neg_text = self.encode_prompt(negatives, device) if do_text_cfg else None
             branches["cond"] = torch.cat([text, cond_audio], dim=1)
@@ -466,7 +496,9 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if isinstance(prompt, str):
             return [prompt] * batch_size
         if len(prompt) != batch_size:
-            raise ValueError(f"`{name}` has {len(prompt)} entries for {batch_size} sounds; pass one string or one per sound.")
+            raise ValueError(
+                f"`{name}` has {len(prompt)} entries for {batch_size} sounds; pass one string or one per sound."
+            )
         return list(prompt)
 
 

@@ -20,7 +20,6 @@ from .report import BuildReport
 from .retrieve import VLMReranker, assign_clips, topk_cosine
 from .write import push_dataset_folder
 
-
 __all__ = [
     "BUILDER_VERSION",
     "BuildReport",

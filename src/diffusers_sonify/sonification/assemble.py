@@ -29,7 +29,6 @@ from ..audio import (
 )
 from .index import decode_audio_cell
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -45,14 +44,17 @@ def encode_flac(waveform: torch.Tensor, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def render_source(wave: torch.Tensor, sr: int, source: dict, rt60: float, config, seed: int) -> tuple[torch.Tensor, float, float]:
+def render_source(
+    wave: torch.Tensor, sr: int, source: dict, rt60: float, config, seed: int
+) -> tuple[torch.Tensor, float, float]:
     """One source -> `(waveform at config.sample_rate, target_lufs, measured_lufs)`."""
     num_samples = int(round(config.duration_s * config.sample_rate))
     x = resample(to_mono(wave), sr, config.sample_rate)
     x = fit_to_duration(x, num_samples, fade_samples=int(config.fade_ms * 1e-3 * config.sample_rate))
     if rt60 > 0:
-        ir = synthetic_impulse_response(rt60, config.sample_rate, seed=seed,
-                                        direct_to_reverb_db=config.direct_to_reverb_db(source["distance"]))  # fmt: skip
+        ir = synthetic_impulse_response(
+            rt60, config.sample_rate, seed=seed, direct_to_reverb_db=config.direct_to_reverb_db(source["distance"])
+        )
         x = apply_reverb(x, ir)
     target = config.target_lufs(source["prominence"], source["distance"])
     x, measured = gain_to_lufs(x, config.sample_rate, target)
@@ -66,9 +68,15 @@ def assemble_soundscapes(batch: dict, rank: int | None = None, *, audio_corpus, 
     `dropped_sources`; a row left with no source is skipped.
     """
     n = len(batch["image_id"])
-    out = {"audio": [None] * n, "sources": [[] for _ in range(n)], "rt60": [None] * n, "mix_lufs": [None] * n,
-           "mix_peak_dbfs": [None] * n, "dropped_sources": [[] for _ in range(n)],
-           "skip_reason": list(batch["skip_reason"])}  # fmt: skip
+    out = {
+        "audio": [None] * n,
+        "sources": [[] for _ in range(n)],
+        "rt60": [None] * n,
+        "mix_lufs": [None] * n,
+        "mix_peak_dbfs": [None] * n,
+        "dropped_sources": [[] for _ in range(n)],
+        "skip_reason": list(batch["skip_reason"]),
+    }
     for i in range(n):
         if out["skip_reason"][i] is not None:
             continue

@@ -69,8 +69,12 @@ def prepare_images(config: BuilderConfig):
     from datasets import Image
 
     ds = load_corpus(config.image_dataset, config.image_split, "image_dataset")
-    _require_columns(ds, [config.image_column, config.image_id_column, *config.metadata_columns], "image_dataset",
-                     config.image_dataset)  # fmt: skip
+    _require_columns(
+        ds,
+        [config.image_column, config.image_id_column, *config.metadata_columns],
+        "image_dataset",
+        config.image_dataset,
+    )
     if config.max_images is not None:
         ds = ds.select(range(min(config.max_images, len(ds))))
     ds = ds.cast_column(config.image_column, Image(decode=False))
@@ -93,8 +97,12 @@ def prepare_audio(config: BuilderConfig):
     from datasets import Audio
 
     ds = load_corpus(config.audio_dataset, config.audio_split, "audio_dataset")
-    _require_columns(ds, [config.audio_column, config.audio_id_column, *config.audio_text_columns], "audio_dataset",
-                     config.audio_dataset)  # fmt: skip
+    _require_columns(
+        ds,
+        [config.audio_column, config.audio_id_column, *config.audio_text_columns],
+        "audio_dataset",
+        config.audio_dataset,
+    )
     return ds.cast_column(config.audio_column, Audio(decode=False))
 
 
@@ -152,8 +160,18 @@ def _config_json(config: BuilderConfig) -> str:
 def describe_key(config: BuilderConfig, images) -> str:
     prompt = read_prompt(config.prompt_file)[1] if Path(config.prompt_file).is_file() else None
     vlm = config.vlm_model if config.describer == DEFAULT_DESCRIBER else None
-    return stage_key("describe", images._fingerprint, len(images), config.describer, config.describer_kwargs, vlm,
-                     prompt, config.max_new_tokens, config.max_sources, config.shard_size)  # fmt: skip
+    return stage_key(
+        "describe",
+        images._fingerprint,
+        len(images),
+        config.describer,
+        config.describer_kwargs,
+        vlm,
+        prompt,
+        config.max_new_tokens,
+        config.max_sources,
+        config.shard_size,
+    )
 
 
 def run_describe(config: BuilderConfig, images, rank: int = 0, world_size: int = 1, device: str = "cpu") -> Path:
@@ -169,14 +187,24 @@ def run_describe(config: BuilderConfig, images, rank: int = 0, world_size: int =
         describer = _cached_describer(_config_json(config), device)
         part = images.select(range(s * config.shard_size, min(len(images), (s + 1) * config.shard_size)))
         out = part.map(
-            describe_sounds, batched=True, batch_size=config.describe_batch_size, with_rank=True,
+            describe_sounds,
+            batched=True,
+            batch_size=config.describe_batch_size,
+            with_rank=True,
             fn_kwargs={"describer": describer, "max_sources": config.max_sources},
-            remove_columns=part.column_names, features=features, keep_in_memory=True,
-            new_fingerprint=f"{folder.name}-{s}", desc=f"Describing shard {s}",
-        )  # fmt: skip
-        meta = {"rank": rank, "world_size": world_size, "pid": os.getpid(),
-                "model_id": getattr(describer, "model_id", type(describer).__name__),
-                "prompt_version": getattr(describer, "prompt_version", None)}  # fmt: skip
+            remove_columns=part.column_names,
+            features=features,
+            keep_in_memory=True,
+            new_fingerprint=f"{folder.name}-{s}",
+            desc=f"Describing shard {s}",
+        )
+        meta = {
+            "rank": rank,
+            "world_size": world_size,
+            "pid": os.getpid(),
+            "model_id": getattr(describer, "model_id", type(describer).__name__),
+            "prompt_version": getattr(describer, "prompt_version", None),
+        }
         save_atomic(out, folder / f"shard-{s:05d}", meta=meta)
     return folder
 
@@ -187,27 +215,49 @@ def merge_describe(folder: Path, num_rows: int, shard_size: int):
     num_shards = max(1, -(-num_rows // shard_size))
     missing = [s for s in range(num_shards) if not (folder / f"shard-{s:05d}").exists()]
     if missing:
-        raise RuntimeError(f"describe shards {missing} are missing in {folder}; a rank failed. Rerun the build to resume.")
+        raise RuntimeError(
+            f"describe shards {missing} are missing in {folder}; a rank failed. Rerun the build to resume."
+        )
     parts = [_load(folder / f"shard-{s:05d}") for s in range(num_shards)]
     metas = [json.loads((folder / f"shard-{s:05d}" / "stage_meta.json").read_text()) for s in range(num_shards)]
     return concatenate_datasets(parts), metas
 
 
 def run_index(config: BuilderConfig, audio, device: str = "cpu"):
-    key = stage_key("index", audio._fingerprint, len(audio), config.index_backend,
-                    config.clap_model if config.index_backend == "clap" else config.text_model,
-                    config.audio_column, config.audio_text_columns, config.duration_s)  # fmt: skip
+    key = stage_key(
+        "index",
+        audio._fingerprint,
+        len(audio),
+        config.index_backend,
+        config.clap_model if config.index_backend == "clap" else config.text_model,
+        config.audio_column,
+        config.audio_text_columns,
+        config.duration_s,
+    )
     folder = config.resolved_cache_dir() / key
     if folder.exists():
         return _load(folder), True
-    label_names = {c: audio.features[c].names for c in config.audio_text_columns if hasattr(audio.features[c], "names")}
+    label_names = {
+        c: audio.features[c].names for c in config.audio_text_columns if hasattr(audio.features[c], "names")
+    }
     embedder = _cached_embedder(_config_json(config), device)
     out = audio.map(
-        embed_audio_corpus, batched=True, batch_size=64, with_rank=True, remove_columns=audio.column_names,
-        fn_kwargs={"embedder": embedder, "audio_column": config.audio_column, "text_columns": config.audio_text_columns,
-                   "label_names": label_names, "max_seconds": config.duration_s},
-        keep_in_memory=True, new_fingerprint=key, desc="Indexing audio corpus",
-    )  # fmt: skip
+        embed_audio_corpus,
+        batched=True,
+        batch_size=64,
+        with_rank=True,
+        remove_columns=audio.column_names,
+        fn_kwargs={
+            "embedder": embedder,
+            "audio_column": config.audio_column,
+            "text_columns": config.audio_text_columns,
+            "label_names": label_names,
+            "max_seconds": config.duration_s,
+        },
+        keep_in_memory=True,
+        new_fingerprint=key,
+        desc="Indexing audio corpus",
+    )
     save_atomic(out, folder)
     return _load(folder), False
 
@@ -218,8 +268,14 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
 
     valid = [i for i, ok in enumerate(index["valid"]) if ok]
     if not valid:
-        raise ValueError("No clip of `audio_dataset` is usable (all corrupt, silent or without text); see the index stage.")
-    rows = [(r, src) for r, (src, skip) in enumerate(zip(described["sound_sources"], described["skip_reason"])) if skip is None]
+        raise ValueError(
+            "No clip of `audio_dataset` is usable (all corrupt, silent or without text); see the index stage."
+        )
+    rows = [
+        (r, src)
+        for r, (src, skip) in enumerate(zip(described["sound_sources"], described["skip_reason"]))
+        if skip is None
+    ]
     queries = [s["sound"] for _, srcs in rows for s in srcs]
     candidates = [[] for _ in range(len(described))]
     if not queries:
@@ -237,7 +293,9 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
         for s in srcs:
             cands = [(valid[int(i)], float(sc)) for i, sc in zip(idx[k], scores[k])]
             if reranker is not None:
-                choice = reranker.choose(decode_image(images[r]["image"]), s["name"], [index["clip_text"][c] for c, _ in cands])
+                choice = reranker.choose(
+                    decode_image(images[r]["image"]), s["name"], [index["clip_text"][c] for c, _ in cands]
+                )
                 cands = rerank(cands, choice)
             per_source.append(cands)
             k += 1
@@ -248,8 +306,19 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
 def run_retrieve(config: BuilderConfig, described, index, d_key: str, audio, device: str = "cpu", images=None):
     from datasets import Dataset, Features, List, Value
 
-    key = stage_key("retrieve", d_key, index._fingerprint, config.top_k, config.min_score, config.max_clip_uses,
-                    config.rerank, config.rerank_model, config.text_model, config.index_backend, config.clap_model)  # fmt: skip
+    key = stage_key(
+        "retrieve",
+        d_key,
+        index._fingerprint,
+        config.top_k,
+        config.min_score,
+        config.max_clip_uses,
+        config.rerank,
+        config.rerank_model,
+        config.text_model,
+        config.index_backend,
+        config.clap_model,
+    )
     folder = config.resolved_cache_dir() / key
     if folder.exists():
         return _load(folder), key, True
@@ -265,19 +334,38 @@ def run_retrieve(config: BuilderConfig, described, index, d_key: str, audio, dev
                     unmatched.append(s["name"])
                     continue
                 clip, score = choice
-                sources.append({**s, "clip_index": clip, "clip_id": str(clip_ids[clip]) if clip_ids else str(clip),
-                                "clip_text": index["clip_text"][clip], "score": score,
-                                "cosine_rank": [c for c, _ in sorted(cands, key=lambda c: -c[1])].index(clip)})  # fmt: skip
+                sources.append(
+                    {
+                        **s,
+                        "clip_index": clip,
+                        "clip_id": str(clip_ids[clip]) if clip_ids else str(clip),
+                        "clip_text": index["clip_text"][clip],
+                        "score": score,
+                        "cosine_rank": [c for c, _ in sorted(cands, key=lambda c: -c[1])].index(clip),
+                    }
+                )
             if not sources:
                 skip = f"empty retrieval: no clip scored >= min_score {config.min_score} (or all at the reuse cap)"
         sources_col.append(sources)
         unmatched_col.append(unmatched)
         skip_col.append(skip)
-    source = {"name": Value("string"), "sound": Value("string"), "prominence": Value("float32"),
-              "distance": Value("string"), "clip_index": Value("int64"), "clip_id": Value("string"),
-              "clip_text": Value("string"), "score": Value("float32"), "cosine_rank": Value("int32")}  # fmt: skip
-    features = Features({"sources": List(source), "unmatched_sources": List(Value("string")), "skip_reason": Value("string")})
-    out = Dataset.from_dict({"sources": sources_col, "unmatched_sources": unmatched_col, "skip_reason": skip_col}, features=features)
+    source = {
+        "name": Value("string"),
+        "sound": Value("string"),
+        "prominence": Value("float32"),
+        "distance": Value("string"),
+        "clip_index": Value("int64"),
+        "clip_id": Value("string"),
+        "clip_text": Value("string"),
+        "score": Value("float32"),
+        "cosine_rank": Value("int32"),
+    }
+    features = Features(
+        {"sources": List(source), "unmatched_sources": List(Value("string")), "skip_reason": Value("string")}
+    )
+    out = Dataset.from_dict(
+        {"sources": sources_col, "unmatched_sources": unmatched_col, "skip_reason": skip_col}, features=features
+    )
     save_atomic(out, folder)
     return _load(folder), key, False
 
@@ -286,16 +374,37 @@ def run_assemble(config: BuilderConfig, table, audio, r_key: str) -> tuple:
     """Assemble in cached shards of `shard_size` rows (`num_proc` workers inside each)."""
     from datasets import concatenate_datasets
 
-    key = stage_key("assemble", r_key, audio._fingerprint, config.sample_rate, config.duration_s,
-                    config.reference_lufs, config.prominence_range_lu, config.distance_near_lu, config.distance_mid_lu,
-                    config.distance_far_lu, config.near_direct_to_reverb_db, config.mid_direct_to_reverb_db,
-                    config.far_direct_to_reverb_db, config.rt60_small, config.rt60_medium, config.rt60_large,
-                    config.rt60_open, config.outdoor_rt60_scale, config.peak_ceiling_dbfs, config.fade_ms, config.seed,
-                    config.shard_size)  # fmt: skip
+    key = stage_key(
+        "assemble",
+        r_key,
+        audio._fingerprint,
+        config.sample_rate,
+        config.duration_s,
+        config.reference_lufs,
+        config.prominence_range_lu,
+        config.distance_near_lu,
+        config.distance_mid_lu,
+        config.distance_far_lu,
+        config.near_direct_to_reverb_db,
+        config.mid_direct_to_reverb_db,
+        config.far_direct_to_reverb_db,
+        config.rt60_small,
+        config.rt60_medium,
+        config.rt60_large,
+        config.rt60_open,
+        config.outdoor_rt60_scale,
+        config.peak_ceiling_dbfs,
+        config.fade_ms,
+        config.seed,
+        config.shard_size,
+    )
     folder = config.resolved_cache_dir() / key
     folder.mkdir(parents=True, exist_ok=True)
-    audio_only = audio.select_columns([config.audio_column]).rename_column(config.audio_column, "audio") \
-        if config.audio_column != "audio" else audio.select_columns(["audio"])  # fmt: skip
+    audio_only = (
+        audio.select_columns([config.audio_column]).rename_column(config.audio_column, "audio")
+        if config.audio_column != "audio"
+        else audio.select_columns(["audio"])
+    )
     num_shards = max(1, -(-len(table) // config.shard_size))
     pending = [s for s in range(num_shards) if not (folder / f"shard-{s:05d}").exists()]
     jobs = [(table, audio_only, _config_json(config), key, s, str(folder)) for s in pending]
@@ -319,10 +428,15 @@ def _assemble_shard(job) -> None:
     part = table.select(range(s * config.shard_size, min(len(table), (s + 1) * config.shard_size)))
     with torch_threads(1):  # short clips: BS.1770's IIR filters are several times faster on one thread
         out = part.map(
-            _assemble_batch, batched=True, batch_size=8, remove_columns=part.column_names,
+            _assemble_batch,
+            batched=True,
+            batch_size=8,
+            remove_columns=part.column_names,
             fn_kwargs={"audio_corpus": audio_only, "config_json": config_json},
-            new_fingerprint=f"{key}-{s}", keep_in_memory=True, desc=f"Assembling shard {s}",
-        )  # fmt: skip
+            new_fingerprint=f"{key}-{s}",
+            keep_in_memory=True,
+            desc=f"Assembling shard {s}",
+        )
     save_atomic(out, Path(folder) / f"shard-{s:05d}")
 
 
@@ -347,12 +461,24 @@ class _AudioRows:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-PROVENANCE_COLUMNS = ["image_id", "sources", "scene", "rt60", "mix_lufs", "mix_peak_dbfs", "description_raw",
-                      "prompt_version", "describer", "index_model", "builder_version"]  # fmt: skip
+PROVENANCE_COLUMNS = [
+    "image_id",
+    "sources",
+    "scene",
+    "rt60",
+    "mix_lufs",
+    "mix_peak_dbfs",
+    "description_raw",
+    "prompt_version",
+    "describer",
+    "index_model",
+    "builder_version",
+]
 
 
-def build_sonified_dataset(config: BuilderConfig, rank: int = 0, world_size: int = 1, barrier=None,
-                           device: str | torch.device = "cpu") -> BuildReport | None:  # fmt: skip
+def build_sonified_dataset(
+    config: BuilderConfig, rank: int = 0, world_size: int = 1, barrier=None, device: str | torch.device = "cpu"
+) -> BuildReport | None:
     """Run every stage and write `config.output_dir`; resumes from `cache_dir`.
 
     Under a multi-process launcher, pass `rank`, `world_size` and a `barrier` callable (e.g.
@@ -387,13 +513,18 @@ def build_sonified_dataset(config: BuilderConfig, rank: int = 0, world_size: int
     timings["index"] = time.perf_counter() - t0
     report.num_clips = len(audio)
     clip_ids = audio[config.audio_id_column] if config.audio_id_column else [str(i) for i in range(len(audio))]
-    report.invalid_clips = [{"clip_id": str(clip_ids[i]), "reason": r}
-                            for i, (ok, r) in enumerate(zip(index["valid"], index["invalid_reason"])) if not ok]  # fmt: skip
+    report.invalid_clips = [
+        {"clip_id": str(clip_ids[i]), "reason": r}
+        for i, (ok, r) in enumerate(zip(index["valid"], index["invalid_reason"]))
+        if not ok
+    ]
     if cached:
         report.cached_stages.append("index")
 
     t0 = time.perf_counter()
-    retrieved, r_key, cached = run_retrieve(config, described, index, d_folder.name, audio, device=device, images=images)
+    retrieved, r_key, cached = run_retrieve(
+        config, described, index, d_folder.name, audio, device=device, images=images
+    )
     timings["retrieve"] = time.perf_counter() - t0
     if cached:
         report.cached_stages.append("retrieve")
@@ -411,9 +542,13 @@ def build_sonified_dataset(config: BuilderConfig, rank: int = 0, world_size: int
     meta0 = metas[0] if metas else {}
     keep_meta = [c for c in config.metadata_columns if c not in ("image", "image_id")]
     full = concatenate_datasets(
-        [images.select_columns(["image", "image_id", *keep_meta]), described.select_columns(["scene", "description_raw"]),
-         assembled], axis=1,
-    )  # fmt: skip
+        [
+            images.select_columns(["image", "image_id", *keep_meta]),
+            described.select_columns(["scene", "description_raw"]),
+            assembled,
+        ],
+        axis=1,
+    )
     skip = full["skip_reason"]
     report.skipped = [{"image_id": i, "reason": r} for i, r in zip(full["image_id"], skip) if r is not None]
     report.unmatched_sources = sum(len(u) for u in retrieved["unmatched_sources"])

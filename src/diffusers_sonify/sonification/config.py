@@ -13,7 +13,6 @@ from typing import Optional
 
 import yaml
 
-
 BUILDER_VERSION = "0.1.0"
 DEFAULT_DESCRIBER = "diffusers_sonify.sonification.describe:VLMDescriber"
 # A small instruction-tuned VLM with a chat template that runs with stock transformers (no remote code).
@@ -70,18 +69,24 @@ class BuilderConfig:
     prompt_file: str = _help("Versioned prompt for the VLM.", default="dataset_builder/prompts/describe_v1.txt")
     max_new_tokens: int = _help("Generation budget for the VLM's JSON answer.", default=320)
     describe_batch_size: int = _help("Images per VLM forward pass.", default=4)
-    shard_size: int = _help("Rows per cached shard of the describe and assemble stages (resume granularity).", default=64)
+    shard_size: int = _help(
+        "Rows per cached shard of the describe and assemble stages (resume granularity).", default=64
+    )
     max_sources: int = _help("Keep at most this many (most prominent) sound sources per image.", default=4)
     trust_remote_code: bool = _help("Allow custom model code from the VLM repository (off: safer).", default=False)
     torch_dtype: str = _help("dtype for the VLM: auto, float32, bfloat16, float16.", default="auto")
 
     # ---- index / retrieve -----------------------------------------------------------------------------------------
-    index_backend: str = _help("`sentence-transformers` (clip text) or `clap` (clip audio).", default="sentence-transformers")
+    index_backend: str = _help(
+        "`sentence-transformers` (clip text) or `clap` (clip audio).", default="sentence-transformers"
+    )
     text_model: str = _help("sentence-transformers model for the text index.", default=DEFAULT_TEXT_MODEL)
     clap_model: str = _help("transformers ClapModel for the audio index.", default=DEFAULT_CLAP_MODEL)
     top_k: int = _help("Candidates retrieved per sound source.", default=5)
     min_score: float = _help("Cosine-similarity threshold below which a candidate is rejected.", default=0.35)
-    max_clip_uses: int = _help("Reuse cap: a clip is used at most this many times in the dataset (0: no cap).", default=25)
+    max_clip_uses: int = _help(
+        "Reuse cap: a clip is used at most this many times in the dataset (0: no cap).", default=25
+    )
     rerank: bool = _help("Let the VLM re-rank the top-k candidates while looking at the image.", default=False)
     rerank_model: Optional[str] = _help("VLM for re-ranking; default `vlm_model`.", default=None)
     retrieval_chunk_size: int = _help("Query rows per matrix-multiply chunk (bounds memory).", default=4096)
@@ -145,8 +150,17 @@ class BuilderConfig:
                 "`audio_text_columns` is empty, so the clips have no text to index: set `index_backend: clap` "
                 "to retrieve unlabelled audio from its sound, or name the label/caption columns."
             )
-        for name in ("sample_rate", "top_k", "shard_size", "describe_batch_size", "num_proc", "rows_per_parquet",
-                     "max_sources", "max_new_tokens", "retrieval_chunk_size"):  # fmt: skip
+        for name in (
+            "sample_rate",
+            "top_k",
+            "shard_size",
+            "describe_batch_size",
+            "num_proc",
+            "rows_per_parquet",
+            "max_sources",
+            "max_new_tokens",
+            "retrieval_chunk_size",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
         if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
@@ -157,7 +171,14 @@ class BuilderConfig:
             raise ValueError(f"`min_score` is a cosine similarity in [-1, 1], got {self.min_score}.")
         if self.peak_ceiling_dbfs > 0:
             raise ValueError(f"`peak_ceiling_dbfs` must be <= 0 dBFS, got {self.peak_ceiling_dbfs}.")
-        for name in ("rt60_small", "rt60_medium", "rt60_large", "rt60_open", "outdoor_rt60_scale", "prominence_range_lu"):
+        for name in (
+            "rt60_small",
+            "rt60_medium",
+            "rt60_large",
+            "rt60_open",
+            "outdoor_rt60_scale",
+            "prominence_range_lu",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not (self.distance_near_lu >= self.distance_mid_lu >= self.distance_far_lu):
@@ -185,13 +206,18 @@ class BuilderConfig:
         return self.reference_lufs - (1.0 - prominence) * self.prominence_range_lu + offset
 
     def direct_to_reverb_db(self, distance: str) -> float:
-        return {"near": self.near_direct_to_reverb_db, "mid": self.mid_direct_to_reverb_db,
-                "far": self.far_direct_to_reverb_db}[distance]  # fmt: skip
+        return {
+            "near": self.near_direct_to_reverb_db,
+            "mid": self.mid_direct_to_reverb_db,
+            "far": self.far_direct_to_reverb_db,
+        }[distance]
 
     def rt60(self, setting: str, space: str) -> float:
         """Reverberation time (s) of a scene from its `space`, scaled by `outdoor_rt60_scale` outdoors."""
         if setting not in SETTINGS or space not in SPACES:
-            raise ValueError(f"scene must have setting in {SETTINGS} and space in {SPACES}, got {setting!r}, {space!r}.")
+            raise ValueError(
+                f"scene must have setting in {SETTINGS} and space in {SPACES}, got {setting!r}, {space!r}."
+            )
         value = getattr(self, f"rt60_{space}")
         return value * (self.outdoor_rt60_scale if setting == "outdoor" else 1.0)
 
@@ -211,7 +237,9 @@ def parse_build_config(argv: list[str] | None = None) -> BuilderConfig:
     if argv and not argv[0].startswith("-"):
         path = Path(argv.pop(0))
         if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} not found; pass a YAML file from dataset_builder/configs/.")
+            raise FileNotFoundError(
+                f"config file {str(path)!r} not found; pass a YAML file from dataset_builder/configs/."
+            )
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{str(path)!r} must hold a YAML mapping of BuilderConfig fields.")
@@ -224,4 +252,3 @@ def parse_build_config(argv: list[str] | None = None) -> BuilderConfig:
         parser.set_defaults(**values)
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     return config
-

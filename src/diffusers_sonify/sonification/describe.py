@@ -20,7 +20,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from .config import DISTANCES, SETTINGS, SPACES
 
-
 logger = logging.getLogger(__name__)
 
 # Output columns of the describe stage and their `datasets` types.
@@ -30,7 +29,12 @@ SOURCE_FIELDS = ("name", "sound", "prominence", "distance")
 def describe_features():
     from datasets import Features, List, Value
 
-    source = {"name": Value("string"), "sound": Value("string"), "prominence": Value("float32"), "distance": Value("string")}
+    source = {
+        "name": Value("string"),
+        "sound": Value("string"),
+        "prominence": Value("float32"),
+        "distance": Value("string"),
+    }
     return Features(
         {
             "sound_sources": List(source),
@@ -65,14 +69,46 @@ class SoundDescriber(Protocol):
 # Parsing and repair of the JSON answer
 # ---------------------------------------------------------------------------------------------------------------------
 
-_DISTANCE_SYNONYMS = {"near": "near", "close": "near", "nearby": "near", "foreground": "near", "mid": "mid",
-                      "medium": "mid", "middle": "mid", "midground": "mid", "far": "far", "distant": "far",
-                      "background": "far", "faraway": "far"}  # fmt: skip
-_SPACE_SYNONYMS = {"small": "small", "tiny": "small", "medium": "medium", "mid": "medium", "large": "large",
-                   "big": "large", "huge": "large", "vast": "large", "open": "open", "outdoors": "open",
-                   "open-air": "open", "unbounded": "open"}  # fmt: skip
-_PROMINENCE_WORDS = {"dominant": 1.0, "very high": 0.9, "high": 0.8, "loud": 0.8, "medium": 0.5, "moderate": 0.5,
-                     "low": 0.25, "quiet": 0.2, "faint": 0.1, "very low": 0.1}  # fmt: skip
+_DISTANCE_SYNONYMS = {
+    "near": "near",
+    "close": "near",
+    "nearby": "near",
+    "foreground": "near",
+    "mid": "mid",
+    "medium": "mid",
+    "middle": "mid",
+    "midground": "mid",
+    "far": "far",
+    "distant": "far",
+    "background": "far",
+    "faraway": "far",
+}
+_SPACE_SYNONYMS = {
+    "small": "small",
+    "tiny": "small",
+    "medium": "medium",
+    "mid": "medium",
+    "large": "large",
+    "big": "large",
+    "huge": "large",
+    "vast": "large",
+    "open": "open",
+    "outdoors": "open",
+    "open-air": "open",
+    "unbounded": "open",
+}
+_PROMINENCE_WORDS = {
+    "dominant": 1.0,
+    "very high": 0.9,
+    "high": 0.8,
+    "loud": 0.8,
+    "medium": 0.5,
+    "moderate": 0.5,
+    "low": 0.25,
+    "quiet": 0.2,
+    "faint": 0.1,
+    "very low": 0.1,
+}
 
 
 def _extract_json_text(text: str) -> str | None:
@@ -125,7 +161,9 @@ def _loads_lenient(text: str) -> Any:
             pass
     for candidate in candidates:  # single quotes / Python literals (True, None) from chatty models
         try:
-            value = ast.literal_eval(candidate.replace("true", "True").replace("false", "False").replace("null", "None"))
+            value = ast.literal_eval(
+                candidate.replace("true", "True").replace("false", "False").replace("null", "None")
+            )
             if isinstance(value, dict):
                 return value
         except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -196,7 +234,9 @@ def parse_description(text: str, max_sources: int = 4) -> tuple[list[dict], dict
     scene = None
     if isinstance(raw_scene, dict):
         setting = str(raw_scene.get("setting", "")).strip().lower()
-        setting = {"inside": "indoor", "indoors": "indoor", "outside": "outdoor", "outdoors": "outdoor"}.get(setting, setting)
+        setting = {"inside": "indoor", "indoors": "indoor", "outside": "outdoor", "outdoors": "outdoor"}.get(
+            setting, setting
+        )
         space = _SPACE_SYNONYMS.get(str(raw_scene.get("space", raw_scene.get("size", ""))).strip().lower())
         if setting in SETTINGS and space in SPACES:
             scene = {"setting": setting, "space": space}
@@ -229,7 +269,9 @@ def read_prompt(path: str | Path) -> tuple[str, str]:
     """Prompt text and its version `<file stem>@<sha256[:8] of the text>`: any edit changes the version."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {str(path)!r} not found; set `prompt_file` to a file in dataset_builder/prompts/.")
+        raise FileNotFoundError(
+            f"prompt file {str(path)!r} not found; set `prompt_file` to a file in dataset_builder/prompts/."
+        )
     text = path.read_text(encoding="utf-8").strip()
     return text, f"{path.stem}@{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
@@ -260,8 +302,17 @@ class VLMDescriber:
     Generation is greedy, so a rerun reproduces the same descriptions.
     """
 
-    def __init__(self, model_id: str, prompt_file: str, max_new_tokens: int = 320, batch_size: int = 4, max_sources: int = 4,
-                 device: str = "cpu", torch_dtype: str = "auto", trust_remote_code: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        model_id: str,
+        prompt_file: str,
+        max_new_tokens: int = 320,
+        batch_size: int = 4,
+        max_sources: int = 4,
+        device: str = "cpu",
+        torch_dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.model_id = model_id
@@ -271,20 +322,33 @@ class VLMDescriber:
         self.max_sources = max_sources
         self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
         if getattr(self.processor, "chat_template", None) is None:
-            raise ValueError(f"`vlm_model` {model_id!r} has no chat template; pick an instruction-tuned VLM that has one.")
+            raise ValueError(
+                f"`vlm_model` {model_id!r} has no chat template; pick an instruction-tuned VLM that has one."
+            )
         tokenizer = getattr(self.processor, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.padding_side = "left"  # batched generation appends after the prompt
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=_torch_dtype(torch_dtype), trust_remote_code=trust_remote_code, use_safetensors=True
-        ).to(device).eval()
+        self.model = (
+            AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=_torch_dtype(torch_dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+            .to(device)
+            .eval()
+        )
         self.device = device
 
     @classmethod
     def from_config(cls, config, device: str = "cpu", **overrides) -> "VLMDescriber":
-        kwargs = dict(model_id=config.vlm_model, prompt_file=config.prompt_file, max_new_tokens=config.max_new_tokens,
-                      batch_size=config.describe_batch_size, max_sources=config.max_sources, device=device,
-                      torch_dtype=config.torch_dtype, trust_remote_code=config.trust_remote_code)  # fmt: skip
+        kwargs = dict(
+            model_id=config.vlm_model,
+            prompt_file=config.prompt_file,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.describe_batch_size,
+            max_sources=config.max_sources,
+            device=device,
+            torch_dtype=config.torch_dtype,
+            trust_remote_code=config.trust_remote_code,
+        )
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -297,7 +361,9 @@ class VLMDescriber:
         answers = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            inputs = self.processor(images=chunk, text=[text] * len(chunk), padding=True, return_tensors="pt").to(self.device)
+            inputs = self.processor(images=chunk, text=[text] * len(chunk), padding=True, return_tensors="pt").to(
+                self.device
+            )
             with torch.inference_mode():
                 out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
             new_tokens = out[:, inputs["input_ids"].shape[1] :]
@@ -315,7 +381,12 @@ class JSONColumnDescriber:
     """
 
     def __init__(self, column: str = "description", max_sources: int = 4, model_id: str = "precomputed"):
-        self.column, self.max_sources, self.model_id, self.prompt_version = column, max_sources, model_id, "precomputed"
+        self.column, self.max_sources, self.model_id, self.prompt_version = (
+            column,
+            max_sources,
+            model_id,
+            "precomputed",
+        )
 
     def describe(self, batch: dict) -> dict:
         if self.column not in batch:
@@ -374,8 +445,14 @@ def decode_image(value):
     return image.convert("RGB")
 
 
-def describe_sounds(batch: dict, rank: int | None = None, *, describer: SoundDescriber, image_column: str = "image",
-                    max_sources: int = 4) -> dict:  # fmt: skip
+def describe_sounds(
+    batch: dict,
+    rank: int | None = None,
+    *,
+    describer: SoundDescriber,
+    image_column: str = "image",
+    max_sources: int = 4,
+) -> dict:
     """Describe stage (batched): add `sound_sources`, `scene`, `description_raw`, `skip_reason`.
 
     Images that fail to decode are not shown to the describer; their rows get `skip_reason = "corrupt image: ..."`.
@@ -383,7 +460,12 @@ def describe_sounds(batch: dict, rank: int | None = None, *, describer: SoundDes
     stops a build.
     """
     n = len(batch[image_column])
-    out = {"sound_sources": [[] for _ in range(n)], "scene": [None] * n, "description_raw": [""] * n, "skip_reason": [None] * n}
+    out = {
+        "sound_sources": [[] for _ in range(n)],
+        "scene": [None] * n,
+        "description_raw": [""] * n,
+        "skip_reason": [None] * n,
+    }
     good, images = [], []
     for i, cell in enumerate(batch[image_column]):
         try:

@@ -16,7 +16,6 @@ import torch
 
 from ..audio import load_audio, resample, to_mono
 
-
 logger = logging.getLogger(__name__)
 
 _MINILM_IDS = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
@@ -37,7 +36,9 @@ def resolve_text_model(name: str) -> str:
 class SentenceTransformerEmbedder:
     """Text embeddings from a sentence-transformers model (default all-MiniLM-L6-v2, 384-d)."""
 
-    def __init__(self, model_name: str = "sentence-transformers/all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 64):
+    def __init__(
+        self, model_name: str = "sentence-transformers/all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 64
+    ):
         from sentence_transformers import SentenceTransformer
 
         self.model_id = model_name
@@ -48,8 +49,13 @@ class SentenceTransformerEmbedder:
         """`(n, d)` float32, L2-normalised."""
         if not texts:
             return torch.zeros(0, self.model.get_sentence_embedding_dimension())
-        emb = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
-                                normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+        emb = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return emb.float().cpu()
 
 
@@ -74,7 +80,9 @@ def decode_audio_cell(cell, max_seconds: float | None = None) -> tuple[torch.Ten
                 from torchcodec.decoders import AudioDecoder
 
                 decoder = AudioDecoder(data)
-                samples = decoder.get_samples_played_in_range(0.0, max_seconds) if max_seconds else decoder.get_all_samples()
+                samples = (
+                    decoder.get_samples_played_in_range(0.0, max_seconds) if max_seconds else decoder.get_all_samples()
+                )
                 wav, sr = samples.data.to(torch.float32), int(samples.sample_rate)
             except Exception as err:  # torchcodec raises RuntimeError/ValueError variants
                 raise ValueError(f"undecodable audio bytes ({err})") from err
@@ -115,18 +123,24 @@ class ClapEmbedder:
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(list(texts[start : start + self.batch_size]), padding=True, truncation=True,
-                                 return_tensors="pt").to(self.device)  # fmt: skip
+            enc = self.tokenizer(
+                list(texts[start : start + self.batch_size]), padding=True, truncation=True, return_tensors="pt"
+            ).to(self.device)
             with torch.inference_mode():
                 chunks.append(self._pooled(self.model.get_text_features(**enc)).float().cpu())
-        return torch.nn.functional.normalize(torch.cat(chunks), dim=1) if chunks else torch.zeros(0, self.model.config.projection_dim)
+        return (
+            torch.nn.functional.normalize(torch.cat(chunks), dim=1)
+            if chunks
+            else torch.zeros(0, self.model.config.projection_dim)
+        )
 
     def embed_waveforms(self, waveforms: list[np.ndarray]) -> torch.Tensor:
         """Mono float32 arrays at `self.sampling_rate` -> `(n, d)` L2-normalised."""
         chunks = []
         for start in range(0, len(waveforms), self.batch_size):
-            feats = self.feature_extractor(waveforms[start : start + self.batch_size], sampling_rate=self.sampling_rate,
-                                           return_tensors="pt").to(self.device)  # fmt: skip
+            feats = self.feature_extractor(
+                waveforms[start : start + self.batch_size], sampling_rate=self.sampling_rate, return_tensors="pt"
+            ).to(self.device)
             with torch.inference_mode():
                 chunks.append(self._pooled(self.model.get_audio_features(**feats)).float().cpu())
         return torch.nn.functional.normalize(torch.cat(chunks), dim=1)
@@ -149,8 +163,16 @@ def clip_text(batch: dict, i: int, text_columns: list[str], label_names: dict[st
     return "; ".join(parts)
 
 
-def embed_audio_corpus(batch: dict, rank: int | None = None, *, embedder, audio_column: str, text_columns: list[str],
-                       label_names: dict, max_seconds: float | None = None) -> dict:  # fmt: skip
+def embed_audio_corpus(
+    batch: dict,
+    rank: int | None = None,
+    *,
+    embedder,
+    audio_column: str,
+    text_columns: list[str],
+    label_names: dict,
+    max_seconds: float | None = None,
+) -> dict:
     """Index stage (batched): `clip_text`, `embedding`, `valid` and `invalid_reason` per clip.
 
     Every clip is decoded once (the first `max_seconds`), so corrupt audio is found here and kept out of the bank.
@@ -174,7 +196,11 @@ def embed_audio_corpus(batch: dict, rank: int | None = None, *, embedder, audio_
     ok = [i for i in range(n) if valid[i]]
     emb = None
     if ok:
-        emb = embedder.embed_waveforms([waves[i] for i in ok]) if is_clap else embedder.embed_texts([texts[i] for i in ok])
+        emb = (
+            embedder.embed_waveforms([waves[i] for i in ok])
+            if is_clap
+            else embedder.embed_texts([texts[i] for i in ok])
+        )
     rows = [None] * n
     for j, i in enumerate(ok):
         rows[i] = emb[j].tolist()

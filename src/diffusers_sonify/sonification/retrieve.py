@@ -11,7 +11,6 @@ import re
 
 import torch
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -119,16 +118,27 @@ class VLMReranker:
 
         self.model_id = model_id
         self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model_id, trust_remote_code=trust_remote_code, use_safetensors=True
-        ).to(device).eval()
+        self.model = (
+            AutoModelForImageTextToText.from_pretrained(
+                model_id, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+            .to(device)
+            .eval()
+        )
         self.device, self.max_new_tokens = device, max_new_tokens
 
     def choose(self, image, name: str, options: list[str]) -> int | None:
         """Index into `options` of the model's choice, or `None` when its answer is not a valid number."""
         listing = "\n".join(f"{i + 1}. {text}" for i, text in enumerate(options))
-        messages = [{"role": "user", "content": [{"type": "image"},
-                     {"type": "text", "text": self.PROMPT.format(name=name, options=listing)}]}]  # fmt: skip
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image"},
+                    {"type": "text", "text": self.PROMPT.format(name=name, options=listing)},
+                ],
+            }
+        ]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         inputs = self.processor(images=[image], text=[text], return_tensors="pt").to(self.device)
         with torch.inference_mode():

@@ -12,7 +12,6 @@ from ..data import load_dataset_folder
 from .config import BUILDER_VERSION
 from .report import BuildReport
 
-
 logger = logging.getLogger(__name__)
 
 DATA_GLOB = "data/train-*.parquet"
@@ -36,8 +35,11 @@ def write_parquet_shards(dataset, folder: Path, rows_per_shard: int, sample_rate
     """
     from datasets import Audio, Image
 
-    dataset = dataset.map(_embed_image_bytes, batched=True, input_columns=None, desc="Embedding image bytes") \
-        if len(dataset) else dataset  # fmt: skip
+    dataset = (
+        dataset.map(_embed_image_bytes, batched=True, input_columns=None, desc="Embedding image bytes")
+        if len(dataset)
+        else dataset
+    )
     dataset = dataset.cast_column("image", Image()).cast_column("audio", Audio(sampling_rate=sample_rate))
     (folder / "data").mkdir(parents=True, exist_ok=True)
     num_shards = max(1, math.ceil(len(dataset) / rows_per_shard))
@@ -63,8 +65,11 @@ def render_card(config, report: BuildReport, provenance: dict, columns: list[str
     )
     mapping = {
         "lufs": {p: {d: round(config.target_lufs(p, d), 1) for d in ("near", "mid", "far")} for p in (1.0, 0.5, 0.0)},
-        "rt60": {f"{setting}/{space}": round(config.rt60(setting, space), 3)
-                 for setting in ("indoor", "outdoor") for space in ("small", "medium", "large", "open")},  # fmt: skip
+        "rt60": {
+            f"{setting}/{space}": round(config.rt60(setting, space), 3)
+            for setting in ("indoor", "outdoor")
+            for space in ("small", "medium", "large", "open")
+        },
     }
     return render_dataset_card(
         card_data,
@@ -97,8 +102,12 @@ def push_dataset_folder(folder: str | Path, repo_id: str, private: bool = False,
     dataset.push_to_hub(repo_id, split="train", private=private, token=token)
     DatasetCard.load(folder / "README.md").push_to_hub(repo_id, repo_type="dataset", token=token)
     api = HfApi(token=token)
-    api.upload_file(path_or_fileobj=str(folder / "build_report.json"), path_in_repo="build_report.json",
-                    repo_id=repo_id, repo_type="dataset")  # fmt: skip
+    api.upload_file(
+        path_or_fileobj=str(folder / "build_report.json"),
+        path_in_repo="build_report.json",
+        repo_id=repo_id,
+        repo_type="dataset",
+    )
     return f"{api.endpoint}/datasets/{repo_id}"
 
 

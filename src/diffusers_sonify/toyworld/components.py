@@ -23,30 +23,52 @@ from ..models.audio_projection import AudioProjectionModel
 from .sonify import LUFS_RANGE, RT60_BY_SPACE, apply_reverb, mix, set_loudness
 from .world import CLASS_NAMES, IMAGE_SIZE, SAMPLING_RATE
 
-
 logger = logging.getLogger(__name__)
 
 CROSS_ATTENTION_DIM = 64
 FEATURE_EXTRACTOR_ARGS = {"num_mel_bins": 32, "max_length": 200, "sampling_rate": SAMPLING_RATE}  # 2 s at 10 ms hop
 AUDIO_ENCODER_CONFIG = {
-    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-    "patch_size": 16, "frequency_stride": 8, "time_stride": 8, "max_length": 200, "num_mel_bins": 32,
-}  # fmt: skip
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "patch_size": 16,
+    "frequency_stride": 8,
+    "time_stride": 8,
+    "max_length": 200,
+    "num_mel_bins": 32,
+}
 UNET_CONFIG = {
-    "sample_size": IMAGE_SIZE, "in_channels": 3, "out_channels": 3, "block_out_channels": (32, 64, 64),
-    "layers_per_block": 1, "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "sample_size": IMAGE_SIZE,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (32, 64, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "cross_attention_dim": CROSS_ATTENTION_DIM, "attention_head_dim": 8, "norm_num_groups": 16,
+    "cross_attention_dim": CROSS_ATTENTION_DIM,
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
     # the audio tokens are also attention-pooled into the timestep embedding: global conditioning of every
     # ResNet block (class, size, background), on top of cross-attention in the two low-resolution levels
-    "addition_embed_type": "text", "addition_embed_type_num_heads": 4,
-}  # fmt: skip
-ADAPTER_CONFIG = {"cross_attention_dim": CROSS_ATTENTION_DIM, "pooled_dim": 64, "hidden_dim": None,
-                  "input_type": "pooled", "num_pooled_tokens": 4}  # fmt: skip
+    "addition_embed_type": "text",
+    "addition_embed_type_num_heads": 4,
+}
+ADAPTER_CONFIG = {
+    "cross_attention_dim": CROSS_ATTENTION_DIM,
+    "pooled_dim": 64,
+    "hidden_dim": None,
+    "input_type": "pooled",
+    "num_pooled_tokens": 4,
+}
 # v-prediction with "trailing" sampling steps: the first step starts at t = 999, where the cosine schedule leaves
 # (almost) no signal, and predicts the clean image there, so the background follows the sound (RECIPE.md, run V)
-SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction",
-                    "timestep_spacing": "trailing"}  # fmt: skip
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "prediction_type": "v_prediction",
+    "timestep_spacing": "trailing",
+}
 
 
 def toy_audio_encoder(seed: int = 0) -> tuple[ASTModel, ASTFeatureExtractor]:
@@ -71,15 +93,22 @@ def toy_pipeline_components(seed: int = 0, audio_encoder=None, feature_extractor
     torch.manual_seed(seed + 2)
     adapter = AudioProjectionModel(**ADAPTER_CONFIG)
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG, clip_sample=True, set_alpha_to_one=False)
-    return {"unet": unet, "scheduler": scheduler, "audio_encoder": audio_encoder,
-            "feature_extractor": feature_extractor, "audio_projection": adapter}  # fmt: skip
+    return {
+        "unet": unet,
+        "scheduler": scheduler,
+        "audio_encoder": audio_encoder,
+        "feature_extractor": feature_extractor,
+        "audio_projection": adapter,
+    }
 
 
 def _features(feature_extractor, waves: list[np.ndarray], chunk: int = 256) -> torch.Tensor:
     return torch.cat(
-        [feature_extractor(waves[i : i + chunk], sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
-         for i in range(0, len(waves), chunk)]
-    )  # fmt: skip
+        [
+            feature_extractor(waves[i : i + chunk], sampling_rate=SAMPLING_RATE, return_tensors="pt").input_values
+            for i in range(0, len(waves), chunk)
+        ]
+    )
 
 
 def make_pretraining_mixtures(clips_by_category: dict[str, list[np.ndarray]], num_mixtures: int, seed: int = 0):
@@ -91,7 +120,12 @@ def make_pretraining_mixtures(clips_by_category: dict[str, list[np.ndarray]], nu
     if missing:
         raise ValueError(f"`clips_by_category` has no clips for {missing}; the audio corpus must cover every class.")
     rng = np.random.default_rng([seed, 4])
-    waves, presence, level, reverb = [], np.zeros((num_mixtures, len(CLASS_NAMES))), np.zeros((num_mixtures, len(CLASS_NAMES))), np.zeros(num_mixtures)  # fmt: skip
+    waves, presence, level, reverb = (
+        [],
+        np.zeros((num_mixtures, len(CLASS_NAMES))),
+        np.zeros((num_mixtures, len(CLASS_NAMES))),
+        np.zeros(num_mixtures),
+    )
     for i in tqdm(range(num_mixtures), desc="Encoder pre-training mixtures"):
         k = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
         cats = rng.choice(len(CLASS_NAMES), k, replace=False)

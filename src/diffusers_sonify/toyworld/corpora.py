@@ -16,7 +16,6 @@ from .render import render_scene
 from .scenes import sample_scene
 from .world import CLASS_BY_NAME, CLASS_NAMES, SAMPLING_RATE, synthesize
 
-
 # Clip seeds: the audio corpus draws from [0, 500_000), held-out evaluation sounds from [500_000, 1_000_000),
 # each offset by seed * 1_000_003, so corpus and evaluation clips never share a seed.
 _SEED_STRIDE = 1_000_003

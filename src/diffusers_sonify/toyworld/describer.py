@@ -11,7 +11,6 @@ import zlib
 
 from .world import CLASS_BY_NAME, distance_from_prominence
 
-
 REQUIRED_COLUMNS = ("objects", "setting", "space")
 
 

@@ -17,7 +17,6 @@ from .parser import ParsedScene
 from .sonify import RT60_BY_SPACE, apply_reverb, mix, set_loudness
 from .world import CLASS_NAMES, synthesize
 
-
 DEFAULT_LOUDNESS_LEVELS = (-40.0, -35.0, -30.0, -25.0, -22.0)
 SINGLE_LUFS = -26.0  # loud enough to picture a large icon, inside LUFS_RANGE
 MIX_LUFS = -30.0  # each source of a two-source mixture: the level of a 2-object scene's mid-sized icon

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import PIL.Image
 
-from .world import CLASSES, CLASS_NAMES
-
+from .world import CLASS_NAMES, CLASSES
 
 MIN_SATURATION = 0.45  # backgrounds stay below ~0.3, icons are above ~0.85
 MIN_CHROMA = 0.35  # max - min channel: backgrounds ~0.15, icons ~0.8; robust to noise on dark backgrounds

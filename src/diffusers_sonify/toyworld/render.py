@@ -10,7 +10,6 @@ import PIL.ImageDraw
 
 from .world import BACKGROUNDS, CLASS_BY_NAME, CLASS_NAMES, IMAGE_SIZE
 
-
 SUPERSAMPLE = 4  # draw at 4x and downsample: anti-aliased edges like a real (blurry) image
 
 
@@ -34,10 +33,19 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
         a = r * math.sqrt(math.pi / 5) / 2 * 1.0  # 5 squares of side 2a cover pi r^2
         arm = 3 * a
         return [
-            (cx - a, cy - arm), (cx + a, cy - arm), (cx + a, cy - a), (cx + arm, cy - a), (cx + arm, cy + a),
-            (cx + a, cy + a), (cx + a, cy + arm), (cx - a, cy + arm), (cx - a, cy + a), (cx - arm, cy + a),
-            (cx - arm, cy - a), (cx - a, cy - a),
-        ]  # fmt: skip
+            (cx - a, cy - arm),
+            (cx + a, cy - arm),
+            (cx + a, cy - a),
+            (cx + arm, cy - a),
+            (cx + arm, cy + a),
+            (cx + a, cy + a),
+            (cx + a, cy + arm),
+            (cx - a, cy + arm),
+            (cx - a, cy + a),
+            (cx - arm, cy + a),
+            (cx - arm, cy - a),
+            (cx - a, cy - a),
+        ]
     raise ValueError(f"Unknown icon shape {shape!r}.")
 
 
@@ -81,7 +89,9 @@ def render_scene(objects: list[dict], setting: str, size: int = IMAGE_SIZE, retu
     out = image.resize((size, size), PIL.Image.Resampling.BOX)
     if not return_labels:
         return out
-    lab = np.asarray(labels).reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).transpose(0, 2, 1, 3).reshape(size, size, -1)
+    lab = (
+        np.asarray(labels).reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).transpose(0, 2, 1, 3).reshape(size, size, -1)
+    )
     counts = np.stack([(lab == k).sum(-1) for k in range(len(CLASS_NAMES))] + [(lab == 255).sum(-1)], axis=-1)
     arg = counts.argmax(-1)
     return out, np.where(arg == len(CLASS_NAMES), -1, arg)

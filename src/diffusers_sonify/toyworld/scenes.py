@@ -6,7 +6,6 @@ import numpy as np
 
 from .world import CLASS_NAMES, INDOOR_SPACES, MAX_RADIUS, MIN_RADIUS, prominence_from_radius
 
-
 # Largest icon radius by object count, so that 2-3 icons fit side by side in 32x32 without hiding each other.
 _MAX_RADIUS_BY_COUNT = {1: MAX_RADIUS, 2: 8.0, 3: 6.5}
 OBJECT_COUNT_PROBS = (0.5, 0.3, 0.2)  # 1, 2, 3 objects
@@ -33,9 +32,14 @@ def sample_scene(rng: np.random.Generator, num_objects: int | None = None) -> di
             if all(np.hypot((x - o["x"]) * 32, (y - o["y"]) * 32) >= 0.9 * (radius + o["radius"]) for o in objects):
                 break
         objects.append(
-            {"class": CLASS_NAMES[k], "radius": radius, "prominence": prominence_from_radius(radius),
-             "x": float(x), "y": float(y)}
-        )  # fmt: skip
+            {
+                "class": CLASS_NAMES[k],
+                "radius": radius,
+                "prominence": prominence_from_radius(radius),
+                "x": float(x),
+                "y": float(y),
+            }
+        )
     setting = "indoor" if rng.random() < 0.5 else "outdoor"
     space = str(rng.choice(INDOOR_SPACES)) if setting == "indoor" else "open"
     return {"objects": objects, "setting": setting, "space": space}

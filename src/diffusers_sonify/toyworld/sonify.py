@@ -16,7 +16,6 @@ from ..audio import gain_to_lufs, limit_peaks, measure_loudness, synthetic_impul
 from ..audio import mix as _sum
 from .world import SAMPLING_RATE
 
-
 LUFS_RANGE = (-42.0, -22.0)  # prominence 0 -> -42 LUFS, 1 -> -22: a 20 LU range, clearly audible
 RT60_BY_SPACE = {"small": 0.6, "medium": 0.9, "large": 1.2, "open": 0.0}  # open: free field, dry
 DIRECT_TO_REVERB_DB = 0.0  # as much reverberant as direct energy: an unmistakable room

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-
 SAMPLING_RATE = 16_000
 CLIP_SECONDS = 2.0
 IMAGE_SIZE = 32
@@ -44,42 +43,54 @@ class SourceClass:
 
 CLASSES: tuple[SourceClass, ...] = (
     SourceClass(
-        "bell", (235, 30, 30), "triangle",
+        "bell",
+        (235, 30, 30),
+        "triangle",
         ("a church bell", "a brass bell", "a hanging bell"),
         ("a church bell chiming", "the clang of a bell", "a bell tolling"),
         ("bell ringing", "ding dong of bells", "chime struck"),
     ),
     SourceClass(
-        "drum", (230, 220, 25), "square",
+        "drum",
+        (230, 220, 25),
+        "square",
         ("a bass drum", "a drum kit", "a big drum"),
         ("someone beating a drum", "drum thumps", "a drummer playing"),
         ("percussion beat", "drumming", "drum hits"),
     ),
     SourceClass(
-        "bird", (30, 215, 30), "cross",
+        "bird",
+        (30, 215, 30),
+        "cross",
         ("a small songbird", "a sparrow", "a bird on a branch"),
         ("a bird singing", "birdsong chirps", "a bird tweeting"),
         ("birds chirping", "tweeting bird call", "songbird singing"),
     ),
     SourceClass(
-        "rain", (25, 215, 225), "drop",
+        "rain",
+        (25, 215, 225),
+        "drop",
         ("a rain cloud", "a rainstorm", "falling raindrops"),
         ("rain pattering", "the sound of rainfall", "raindrops falling"),
         ("rain shower", "heavy downpour", "rainfall noise"),
     ),
     SourceClass(
-        "engine", (40, 60, 235), "circle",
+        "engine",
+        (40, 60, 235),
+        "circle",
         ("a car engine", "a motor", "a diesel engine"),
         ("an engine rumbling", "a motor running", "an idling engine"),
         ("engine idling", "motor rumble", "car engine running"),
     ),
     SourceClass(
-        "siren", (225, 35, 220), "diamond",
+        "siren",
+        (225, 35, 220),
+        "diamond",
         ("a police siren", "an ambulance light", "a fire alarm siren"),
         ("a siren wailing", "the wail of a police siren", "an emergency siren"),
         ("siren wail", "ambulance siren", "police siren sound"),
     ),
-)  # fmt: skip
+)
 
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 CLASS_BY_NAME: dict[str, SourceClass] = {c.name: c for c in CLASSES}
@@ -179,8 +190,10 @@ def _rain(rng: np.random.Generator, n: int) -> np.ndarray:
     out = 0.5 * (low - np.concatenate([[0.0], low[:-1]]) * 0.5)
     for pos in rng.integers(0, n - 200, rng.integers(20, 60)):  # droplets: short decaying clicks
         m = 200
-        out[pos : pos + m] += rng.uniform(0.5, 1.5) * np.exp(-np.arange(m) / 25) * np.sin(
-            2 * np.pi * rng.uniform(1500, 4000) * np.arange(m) / SAMPLING_RATE
+        out[pos : pos + m] += (
+            rng.uniform(0.5, 1.5)
+            * np.exp(-np.arange(m) / 25)
+            * np.sin(2 * np.pi * rng.uniform(1500, 4000) * np.arange(m) / SAMPLING_RATE)
         )
     return out
 
