@@ -54,10 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("diffusers_sonify").setLevel(logging.INFO)
     logger = get_logger("train", log_level="INFO")
-    report_to = None if cfg.report_to == "none" else cfg.report_to
-    if report_to == "tensorboard" and not is_tensorboard_available():
-        logger.warning("tensorboard is not installed: no tracker (install it, or set `report_to: none`).")
-        report_to = None
+    no_tensorboard = cfg.report_to == "tensorboard" and not is_tensorboard_available()
+    report_to = None if cfg.report_to == "none" or no_tensorboard else cfg.report_to
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,  # None: `accelerate launch --mixed_precision` / the accelerate config
@@ -72,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{accelerator.num_processes} process(es) running, `expected_num_processes`={cfg.expected_num_processes}. "
             "On CPU use `accelerate launch --multi_gpu --num_processes N` (`--cpu --num_processes N` runs one)."
         )
+    if no_tensorboard:
+        logger.warning("tensorboard is not installed: no tracker (install it, or set `report_to: none`).")
     # progress shows as one "Steps" bar; model loading prints no nested "Loading weights" bars
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()

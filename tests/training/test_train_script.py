@@ -85,7 +85,7 @@ def test_exact_resume_across_epochs_and_repeated_kills(single_runs):
 def test_clean_run_output(single_runs):
     a, _, _, output = single_runs
     assert f"saved to {a.resolve()}" in output
-    assert "Loading weights" not in output and "No LoRA keys" not in output
+    assert "Loading weights" not in output and "Writing model shards" not in output and "No LoRA keys" not in output
     assert "Traceback" not in output and "FutureWarning" not in output and "UserWarning" not in output, output
 
 
