@@ -250,3 +250,47 @@ def test_bad_rows_are_skipped_counted_and_named(tmp_path, tiny_text_pipe_dir, ba
     assert f"{bad_rows_dataset_dir} row 9 column audio" in proc.stderr and "NaN" in proc.stderr
     assert "Skipped 2 bad row(s)" in proc.stderr and "Training on 8 rows" in proc.stderr
     assert (out / "model_index.json").is_file()
+
+
+def test_pipeline_is_saved_before_the_final_validation(tmp_path, monkeypatch, tiny_text_pipe_dir, tiny_dataset_dir):
+    """A late error (here: the final validation) must not cost the trained model: it is saved first."""
+    import runpy
+
+    from train_helpers import TRAIN
+
+    from diffusers_sonify import training_utils as tu
+
+    def broken_validation(*args, **kwargs):
+        raise RuntimeError("validation broke")
+
+    monkeypatch.setattr(tu, "generate_validation_images", broken_validation)
+    wav = tmp_path / "v.wav"
+    wav.write_bytes(Path(tiny_dataset_dir, "dataset_info.json").read_bytes())  # exists; never decoded here
+    main = runpy.run_path(str(TRAIN))["main"]
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="validation broke"):
+        main(
+            [
+                str(Path(TRAIN).parent / "configs" / "tiny.yaml"),
+                "--pretrained_pipeline",
+                tiny_text_pipe_dir,
+                "--dataset_name",
+                tiny_dataset_dir,
+                "--max_train_steps",
+                "1",
+                "--validation_audio",
+                str(wav),
+                "--validation_steps",
+                "100",
+                "--cache_dir",
+                str(tmp_path / "cache"),
+                "--report_to",
+                "none",
+                "--output_dir",
+                str(out),
+            ]
+        )
+    assert (out / "model_index.json").is_file() and (out / "README.md").is_file()
+    from diffusers_sonify import AudioToImagePipeline
+
+    assert AudioToImagePipeline.from_pretrained(out).audio_projection is not None
