@@ -8,6 +8,7 @@ only `yaml` and transformers' `HfArgumentParser` (about one second), so `--help`
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import os
@@ -21,13 +22,20 @@ import yaml
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def make_parser(dataclass_types: tuple[type, ...], description: str | None = None):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help; the description's own line breaks kept."""
+
+
+def make_parser(dataclass_types: tuple[type, ...], description: str | None = None, usage: str | None = None):
     """`HfArgumentParser` over `dataclass_types`, with the optional config file as its first positional argument
     (so `--help`'s usage line shows it)."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(
-        dataclass_types, description=description, usage="%(prog)s [-h] [CONFIG.yaml] [--FIELD VALUE ...]"
+        dataclass_types,
+        description=description,
+        usage=usage or "%(prog)s [-h] [CONFIG.yaml] [--FIELD VALUE ...]",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "config",
@@ -48,7 +56,7 @@ def read_yaml_config(path: str | os.PathLike, dataclass_types: tuple[type, ...])
     if path.suffix not in YAML_SUFFIXES:
         raise ValueError(f"The config file must be a .yaml/.yml file, got {str(path)!r}.")
     if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} not found (relative paths start at {os.getcwd()}).")
+        raise FileNotFoundError(f"config file {str(path)!r} not found (relative paths start at {os.getcwd()}).")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{str(path)!r} must hold a YAML mapping of field names to values.")
@@ -74,14 +82,19 @@ def _resolve_relative(value, base: Path):
     return str(base / value)
 
 
-def parse_config_args(dataclass_types: tuple[type, ...], argv: list[str] | None, description: str | None = None):
+def parse_config_args(
+    dataclass_types: tuple[type, ...],
+    argv: list[str] | None,
+    description: str | None = None,
+    usage: str | None = None,
+):
     """`[config.yaml] [--field value ...]` -> one instance per dataclass type, in order.
 
     Raises `FileNotFoundError`/`ValueError` naming the config file or the field(s) at fault; `--help` prints every
     field with its help text and exits.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = make_parser(dataclass_types, description)
+    parser = make_parser(dataclass_types, description, usage)
     if argv and not argv[0].startswith("-"):
         parser.set_defaults(**read_yaml_config(argv[0], dataclass_types))
     namespace = vars(parser.parse_args(argv))
