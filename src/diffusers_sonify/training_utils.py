@@ -37,8 +37,8 @@ from .models.audio_projection import AudioProjectionModel
 logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
-# Files of a training output folder that are not part of the model: resumable state and tracker logs.
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "train_log.jsonl"]
+# Files of a training output folder that are not part of the model: resumable state, logs, the local bad-row list.
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "train_log.jsonl", "skipped_rows.jsonl"]
 
 
 # ----------------------------------------------------------------------------------------------- randomness
@@ -795,6 +795,8 @@ def find_bad_rows(dataset, image_column: str, audio_column: str, dataset_name: s
 
 
 def _image_problem(cell) -> str | None:
+    from io import BytesIO
+
     try:
         if cell is None:
             return "no image"
@@ -802,7 +804,7 @@ def _image_problem(cell) -> str | None:
         if data is None:
             with open(cell["path"], "rb") as f:
                 data = f.read()
-        with PIL.Image.open(io.BytesIO(data)) as image:
+        with PIL.Image.open(BytesIO(data)) as image:
             image.load()
             if min(image.size) == 0:
                 return "empty image"

@@ -250,6 +250,9 @@ def test_bad_rows_are_skipped_counted_and_named(tmp_path, tiny_text_pipe_dir, ba
     assert f"{bad_rows_dataset_dir} row 9 column audio" in proc.stderr and "NaN" in proc.stderr
     assert "Skipped 2 bad row(s)" in proc.stderr and "Training on 8 rows" in proc.stderr
     assert (out / "model_index.json").is_file()
+    from diffusers_sonify.training_utils import files_to_push
+
+    assert "skipped_rows.jsonl" not in files_to_push(out)  # local paths stay local
 
 
 def test_pipeline_is_saved_before_the_final_validation(tmp_path, monkeypatch, tiny_text_pipe_dir, tiny_dataset_dir):
