@@ -28,8 +28,11 @@ def hub_id(value: str | None) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     # 1. Setup. The config is parsed and checked before torch is imported: `--help`, a wrong combination of fields,
     # a missing file or a malformed Hub id answer in about a second, before any model loads.
-    cfg = parse_training_config(argv)
-    cfg.validate_for_training()
+    try:
+        cfg = parse_training_config(argv)
+        cfg.validate_for_training()
+    except (ValueError, FileNotFoundError) as err:  # one line naming the fields, not a traceback
+        raise SystemExit(f"train.py: error: {err}") from None
 
     import diffusers
     import numpy as np

@@ -168,7 +168,10 @@ def test_help_is_fast_and_shows_the_config_argument():
 def test_wrong_combination_fails_in_under_5_s_from_the_command_line():
     proc, seconds = run_script(str(TINY_YAML), "--lora_rank", "4", "--train_unet", "--dataset_name", "org/data")
     assert proc.returncode != 0
-    assert "`lora_rank`=4 and `train_unet` are exclusive" in proc.stderr
+    assert proc.stderr.strip() == (
+        "train.py: error: `lora_rank`=4 and `train_unet` are exclusive: LoRA trains a low-rank update of a frozen "
+        "UNet. Set `lora_rank: 0` to train the whole UNet, or drop `train_unet`."
+    )
     assert seconds < 5, f"failed after {seconds:.1f} s"
 
 
