@@ -1,21 +1,26 @@
 """Training logic for `train_scripts/train.py`, kept here so it is unit-tested.
 
-Conditioning dropout, the diffusion loss (with optional min-SNR weighting), which parameters train, checkpoints that
-hold only trainable weights, feature caching keyed by the dataset fingerprint, audio/image preprocessing with a
-light augmentation that keeps loudness and reverb cues, deterministic per-step randomness (for exact resume), data
-collation and the Hub upload of a training output folder.
+Model assembly, conditioning dropout, the diffusion loss (with optional min-SNR weighting), which parameters train,
+checkpoints that hold only trainable weights (listing, rotation, resume), feature caching keyed by the dataset
+fingerprint, audio/image preprocessing with a light augmentation that keeps loudness and reverb cues, the bad-row
+scan, deterministic per-step randomness (for exact resume), validation that leaves the training state untouched,
+data collation and the Hub upload of a training output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
+import random
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import PIL.Image
@@ -32,8 +37,8 @@ from .models.audio_projection import AudioProjectionModel
 logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
-# Files of a training output folder that are not part of the model: resumable state and tracker logs.
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "train_log.jsonl"]
+# Files of a training output folder that are not part of the model: resumable state, logs, the local bad-row list.
+PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "train_log.jsonl", "skipped_rows.jsonl"]
 
 
 # ----------------------------------------------------------------------------------------------- randomness
@@ -527,3 +532,369 @@ def push_training_output(
         commit_message="Upload AudioToImagePipeline trained with diffusers-sonify",
         ignore_patterns=PUSH_IGNORE_PATTERNS,
     )
+
+
+# ----------------------------------------------------------------------------------------------- model assembly
+def build_training_components(config) -> dict:
+    """The pipeline components a [`~training_config.TrainingConfig`] names, as a dict for `AudioToImagePipeline`.
+
+    From `pretrained_pipeline`; or from a base text-to-image model / an inline `unet_config` + `scheduler_config`,
+    the audio encoder and a new `AudioProjectionModel` sized to both. Weights load quietly (no progress bars).
+    """
+    import transformers
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import AutoFeatureExtractor, CLIPTextModel, CLIPTokenizer
+
+    from .pipelines import AudioToImagePipeline
+
+    if config.pretrained_pipeline:
+        return dict(AudioToImagePipeline.from_pretrained(config.pretrained_pipeline).components)
+    base, rev = config.pretrained_model_name_or_path, config.revision
+    encoder_cls = getattr(transformers, config.audio_encoder_class, None)
+    if encoder_cls is None or not hasattr(encoder_cls, "from_pretrained"):
+        raise ValueError(f"`audio_encoder_class`={config.audio_encoder_class!r} is not a transformers model class.")
+    if config.unet_config:
+        unet = UNet2DConditionModel.from_config(config.unet_config)
+    else:
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", revision=rev)
+    if config.scheduler_config:
+        scheduler = DDIMScheduler.from_config(config.scheduler_config)
+    else:
+        scheduler = DDIMScheduler.from_pretrained(base, subfolder="scheduler", revision=rev)
+    pixel_space = config.unet_config is not None and unet.config.in_channels == 3
+    vae = None if pixel_space else AutoencoderKL.from_pretrained(base, subfolder="vae", revision=rev)
+    text_encoder = tokenizer = None
+    if config.use_text_encoder:
+        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", revision=rev)
+        tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", revision=rev)
+    audio_encoder = encoder_cls.from_pretrained(config.audio_encoder_name_or_path)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(config.audio_encoder_name_or_path)
+    if getattr(feature_extractor, "truncation", None) == "fusion" and not getattr(
+        audio_encoder.config, "enable_fusion", True
+    ):
+        logger.info("Unfused CLAP takes one mel channel: using truncation='rand_trunc' instead of 'fusion'.")
+        feature_extractor.truncation = "rand_trunc"
+    audio_cfg = getattr(audio_encoder.config, "audio_config", audio_encoder.config)
+    audio_projection = AudioProjectionModel(
+        cross_attention_dim=unet.config.cross_attention_dim,
+        pooled_dim=getattr(audio_encoder.config, "projection_dim", None) or audio_cfg.hidden_size,
+        hidden_dim=audio_cfg.hidden_size,
+        input_type=config.adapter_input_type,
+        num_pooled_tokens=config.num_pooled_tokens,
+        num_hidden_tokens=config.num_hidden_tokens,
+    )
+    return dict(
+        unet=unet,
+        scheduler=scheduler,
+        audio_encoder=audio_encoder,
+        feature_extractor=feature_extractor,
+        audio_projection=audio_projection,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+    )
+
+
+def check_model_resolution(resolution: int, unet, vae=None) -> None:
+    """Raise unless `resolution` is a multiple of the VAE's times the UNet's downsampling (64 for SD 1.5)."""
+    from .training_config import check_resolution, spatial_multiple
+
+    where = "the UNet" if vae is None else "the VAE and UNet"
+    check_resolution(resolution, spatial_multiple(unet.config, None if vae is None else vae.config), where)
+
+
+class TextConditioner:
+    """Captions -> frozen text-encoder states `(batch, seq, dim)`; the empty prompt (the null text) is encoded once."""
+
+    def __init__(self, tokenizer, text_encoder, device):
+        self.tokenizer, self.text_encoder, self.device = tokenizer, text_encoder, device
+        self.null = self.encode([""])
+
+    @torch.no_grad()
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0].float()
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        if not any(captions):  # no captions at all: the empty prompt, encoded once
+            return self.null.expand(len(captions), -1, -1)
+        return self.encode(captions)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The complete `checkpoint-<step>` folders of `output_dir`, oldest step first."""
+    root = Path(output_dir)
+    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and CHECKPOINT_PATTERN.fullmatch(p.name)]
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The optimizer step a `checkpoint-<step>` folder was saved at."""
+    match = CHECKPOINT_PATTERN.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"{str(path)!r} is not a `checkpoint-<step>` folder.")
+    return int(match.group(1))
+
+
+def rotate_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, room_for: int = 1) -> list[Path]:
+    """Delete the oldest checkpoints so that `room_for` new ones fit under `total_limit`; returns what was removed."""
+    if not total_limit:
+        return []
+    old = list_checkpoints(output_dir)
+    removed = old[: max(0, len(old) - total_limit + room_for)]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None = None) -> Path:
+    """`accelerator.save_state` into `checkpoint-<step>`, atomically: written under a temporary name and renamed,
+    so a run killed while saving leaves no half-written checkpoint for `latest` to pick up."""
+    final = Path(output_dir) / f"checkpoint-{step}"
+    tmp = Path(output_dir) / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        rotate_checkpoints(output_dir, total_limit)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) -> Path | None:
+    """`resume_from_checkpoint` -> the folder to load, or None for a fresh start ('latest' with no checkpoint yet,
+    as in diffusers' scripts: a job re-launched in a loop then starts, and later resumes, with one command)."""
+    if not value:
+        return None
+    if value == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            logger.info("`resume_from_checkpoint=latest`: no checkpoint in %s yet; starting a new run.", output_dir)
+        return found[-1] if found else None
+    path = Path(value)
+    if not path.is_dir() or CHECKPOINT_PATTERN.fullmatch(path.name) is None:
+        raise FileNotFoundError(f"`resume_from_checkpoint`={value!r} is not a `checkpoint-<step>` folder.")
+    return path
+
+
+def truncate_train_log(path: str | os.PathLike, last_step: int) -> int:
+    """Keep the entries of a `train_log.jsonl` up to `last_step` (the resumed checkpoint's step): steps a killed
+    run logged after its last checkpoint are run again and must not appear twice. Returns the entries kept."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+    return len(kept)
+
+
+class TrainableCheckpointHooks:
+    """`accelerator.register_save_state_pre_hook(hooks.save)` / `register_load_state_pre_hook(hooks.load)`:
+    checkpoints hold the trainable weights only (`trainable_<i>.safetensors`), not the frozen base models."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def save(self, models: list, weights: list, output_dir: str) -> None:
+        if self.accelerator.is_main_process:
+            for i, model in enumerate(models):
+                state = trainable_state_dict(self.accelerator.unwrap_model(model))
+                save_file(state, os.path.join(output_dir, f"trainable_{i}.safetensors"))
+        weights.clear()  # accelerate would otherwise write every model's full state dict
+
+    def load(self, models: list, input_dir: str) -> None:
+        for i, model in enumerate(models):
+            state = load_file(os.path.join(input_dir, f"trainable_{i}.safetensors"))
+            load_trainable_state_dict(self.accelerator.unwrap_model(model), state)
+        models.clear()
+
+
+# ----------------------------------------------------------------------------------------------- validation
+@contextlib.contextmanager
+def preserved_training_state(modules: list[nn.Module | None]) -> Iterator[None]:
+    """Run a block (validation) in eval mode without touching the training state.
+
+    Inside: every module and submodule is in eval mode (no dropout; BatchNorm uses and keeps its running
+    statistics). After: each submodule is back in the mode it had, and the torch (CPU and CUDA), NumPy and Python
+    RNG states are what they were, so a run with validation draws the same random numbers as one without.
+    """
+    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for module in modules:
+                if module is not None:
+                    module.eval()
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def image_grid(images: list[PIL.Image.Image]) -> PIL.Image.Image:
+    """The images side by side, left to right."""
+    grid = PIL.Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)))
+    for k, image in enumerate(images):
+        grid.paste(image, (sum(i.width for i in images[:k]), 0))
+    return grid
+
+
+def generate_validation_images(
+    pipeline, audio: list, num_inference_steps: int, guidance_scale: float, seed: int, autocast: bool = False
+) -> list[PIL.Image.Image]:
+    """Images from `audio` with the real pipeline, inside [`preserved_training_state`] (fixed `seed`)."""
+    pipeline.set_progress_bar_config(disable=True)
+    modules = [m for m in pipeline.components.values() if isinstance(m, nn.Module)]
+    with preserved_training_state(modules), torch.autocast(pipeline.device.type, enabled=autocast):
+        return pipeline(
+            audio,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=torch.Generator().manual_seed(seed),
+        ).images
+
+
+# ----------------------------------------------------------------------------------------------- bad rows
+def find_bad_rows(dataset, image_column: str, audio_column: str, dataset_name: str = "dataset") -> list[dict]:
+    """Decode every row's image and audio once; return `{"row", "column", "reason"}` for each row that fails.
+
+    A row is bad when its image cannot be decoded (corrupt or truncated file) or its audio cannot be decoded, is
+    empty, or holds NaN/inf samples. Each is logged as `<dataset_name> row <i> column <name>: <reason>`. The scan
+    reads encoded bytes (no resampling, no resizing): a few milliseconds per row.
+    """
+    from datasets import Audio, Image
+
+    view = dataset.select_columns([image_column, audio_column])
+    view = view.cast_column(image_column, Image(decode=False)).cast_column(audio_column, Audio(decode=False))
+    bad = []
+    for index, row in enumerate(tqdm(view, desc="Checking rows", disable=len(view) < 256)):
+        column, reason = image_column, _image_problem(row[image_column])
+        if reason is None:
+            column, reason = audio_column, _audio_problem(row[audio_column])
+        if reason is not None:
+            bad.append({"row": index, "column": column, "reason": reason})
+            logger.warning("%s row %d column %s: %s; skipping the row.", dataset_name, index, column, reason)
+    return bad
+
+
+def _image_problem(cell) -> str | None:
+    from io import BytesIO
+
+    try:
+        if cell is None:
+            return "no image"
+        data = cell.get("bytes")
+        if data is None:
+            with open(cell["path"], "rb") as f:
+                data = f.read()
+        with PIL.Image.open(BytesIO(data)) as image:
+            image.load()
+            if min(image.size) == 0:
+                return "empty image"
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:
+        return f"image does not decode ({type(err).__name__}: {err})"
+    return None
+
+
+def _audio_problem(cell) -> str | None:
+    if cell is None:
+        return "no audio"
+    try:
+        array, _ = decode_audio(cell)
+    except (OSError, RuntimeError, ValueError) as err:
+        return f"audio does not decode ({type(err).__name__}: {err})"
+    if array.size == 0:
+        return "empty audio"
+    if not np.isfinite(array).all():
+        return "NaN or infinite samples"
+    return None
+
+
+def load_unet_lora(pipeline, folder: str | os.PathLike) -> None:
+    """Load the LoRA file a training run saved in `folder` into `pipeline.unet` only (the trainer's LoRA holds no
+    text-encoder layers; `load_lora_weights` would also try the text encoder and warn that it found none)."""
+    state_dict, alphas, metadata = pipeline.lora_state_dict(str(folder), return_lora_metadata=True)
+    pipeline.load_lora_into_unet(
+        state_dict, network_alphas=alphas, unet=pipeline.unet, metadata=metadata, _pipeline=pipeline
+    )
+
+
+# ----------------------------------------------------------------------------------------------- frozen features
+def encode_waveforms(audio_encoder, feature_extractor, waveforms: list[np.ndarray], device, dtype):
+    """Mono waveforms at the feature extractor's rate -> `AudioFeatures` (`pooled`, `hidden_states`)."""
+    from .models.audio_encoders import audio_encoder_inputs, encode_audio_features
+
+    return encode_audio_features(
+        audio_encoder, audio_encoder_inputs(feature_extractor, audio_encoder, waveforms, device, dtype)
+    )
+
+
+def _audio_feature_rows(indices, *, dataset, column, components, window, max_seconds, device, dtype, keys):
+    fe = components["feature_extractor"]
+    waves = [
+        crop_waveform(load_training_audio(dataset[i][column], fe.sampling_rate, max_seconds), window) for i in indices
+    ]
+    with torch.no_grad():
+        features = encode_waveforms(components["audio_encoder"], fe, waves, device, dtype)
+    return {k: getattr(features, k) for k in keys}
+
+
+def _latent_rows(indices, *, dataset, column, vae, resolution, device, dtype):
+    pixels = torch.stack([preprocess_image(dataset[i][column], resolution) for i in indices])
+    with torch.no_grad():
+        return {"latent_moments": vae.encode(pixels.to(device, dtype)).latent_dist.parameters}
+
+
+def cache_frozen_features(
+    accelerator, dataset, components: dict, config, window: int | None, max_seconds: float | None, dtype
+) -> FeatureCaches:
+    """Encode what frozen models make of every row once, keyed by the dataset fingerprint and the model weights:
+    audio features (unless the audio encoder trains or `cache_audio_features` is off) and VAE latent moments (when
+    there is a VAE and `cache_latents` is on). The main process computes and writes; the others then read."""
+    from functools import partial
+
+    caches = FeatureCaches()
+    root = config.cache_dir or default_cache_dir()
+    write = accelerator.is_main_process
+    common = {"dataset": dataset, "device": accelerator.device, "dtype": dtype}
+    if config.cache_audio_features and not config.train_audio_encoder:
+        proj, fe = components["audio_projection"], components["feature_extractor"]
+        keys = [k for k, used in (("pooled", proj.use_pooled), ("hidden_states", proj.use_hidden)) if used]
+        compute = partial(
+            _audio_feature_rows,
+            column=config.audio_column,
+            components=components,
+            window=window,
+            max_seconds=max_seconds,
+            keys=keys,
+            **common,
+        )
+        key = model_fingerprint(components["audio_encoder"], extra={"fe": fe.to_dict(), "window": window})
+        path = feature_cache_path(root, "audio", dataset._fingerprint, key)
+        with accelerator.main_process_first():
+            caches.audio = cached_features(path, compute, len(dataset), desc="Caching audio features", write=write)
+    if config.cache_latents and components["vae"] is not None:
+        vae = components["vae"]
+        compute = partial(_latent_rows, column=config.image_column, vae=vae, resolution=config.resolution, **common)
+        key = model_fingerprint(vae, extra={"resolution": config.resolution})
+        path = feature_cache_path(root, "latents", dataset._fingerprint, key)
+        with accelerator.main_process_first():
+            caches.latents = cached_features(path, compute, len(dataset), desc="Caching latents", write=write)
+    return caches

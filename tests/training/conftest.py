@@ -29,6 +29,37 @@ def tiny_dataset_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def bad_rows_dataset_dir(tmp_path_factory) -> str:
+    """10 rows: 8 good ones, row 8 with a truncated JPEG, row 9 with a NaN waveform; saved with save_to_disk."""
+    import io
+
+    from datasets import Audio, Dataset, Features, Image, Value
+
+    buf = io.BytesIO()
+    scene(8).save(buf, format="JPEG")
+    images = [{"bytes": _png(scene(i)), "path": None} for i in range(8)]
+    images += [{"bytes": buf.getvalue()[:300], "path": None}, {"bytes": _png(scene(9)), "path": None}]
+    nan_wave = sound(9).copy()
+    nan_wave[::7] = np.nan
+    audio = [{"bytes": wav_bytes(sound(i)), "path": None} for i in range(9)] + [{"bytes": wav_bytes(nan_wave)}]
+    features = Features({"image": Image(), "audio": Audio(), "caption": Value("string")})
+    ds = Dataset.from_dict(
+        {"image": images, "audio": audio, "caption": [f"scene {i}" for i in range(10)]}, features=features
+    )
+    path = tmp_path_factory.mktemp("bad") / "with_bad_rows"
+    ds.save_to_disk(str(path))
+    return str(path)
+
+
+def _png(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
 def validation_wavs(tmp_path_factory) -> list[str]:
     folder = tmp_path_factory.mktemp("val")
     paths = []

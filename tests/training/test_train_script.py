@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import yaml
 from safetensors.torch import load_file
 from train_helpers import free_port, launch
 
+pytestmark = pytest.mark.slow  # accelerate launch: about 15 s per run
+
 MAX_GRAD_NORM = 0.01  # below the tiny model's gradient norm, so every step is clipped
 
 
@@ -22,9 +25,12 @@ def read_log(output_dir) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validation_wavs):
-    """Run A: 4 uninterrupted steps. Run B: the same, interrupted after 2 steps, then resumed from `latest`.
+    """Run A: 8 uninterrupted steps (two epochs of 4). Run B: the same, killed and resumed twice in a row.
 
-    Both: a saved tiny pipeline with a text encoder, captions, LoRA rank 4, EMA, cached latents and audio features.
+    B stops at step 4 (`max_steps_this_run`, an epoch boundary), resumes and stops at step 7; its checkpoint-7 is
+    then deleted, as if the process had been killed after logging step 7 and before saving it, so the last resume
+    starts mid-epoch from checkpoint-6 and runs step 7 again. Both: a saved tiny pipeline with a text encoder,
+    captions, LoRA rank 4, EMA, cached latents and audio features, validation every 2 steps.
     """
     root = tmp_path_factory.mktemp("runs")
     common = [
@@ -38,7 +44,7 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
         "4",
         "--use_ema",
         "--max_train_steps",
-        "4",
+        "8",
         "--max_grad_norm",
         str(MAX_GRAD_NORM),
         "--cache_dir",
@@ -47,31 +53,44 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
         *validation_wavs,
     ]
     single = ["--num_processes", "1", "--cpu"]
-    launch(single, [*common, "--output_dir", str(root / "A")])
-    launch(single, [*common, "--output_dir", str(root / "B"), "--max_steps_this_run", "2"])
-    interrupted = read_log(root / "B")
+    proc = launch(single, [*common, "--output_dir", str(root / "A")])
+    b = ["--output_dir", str(root / "B")]
+    launch(single, [*common, *b, "--max_steps_this_run", "4"])
+    first = read_log(root / "B")
     assert not (root / "B" / "model_index.json").exists(), "an interrupted run must not write the final pipeline"
-    launch(single, [*common, "--output_dir", str(root / "B"), "--resume_from_checkpoint", "latest"])
-    return root / "A", root / "B", interrupted
+    launch(single, [*common, *b, "--resume_from_checkpoint", "latest", "--max_steps_this_run", "3"])
+    second = read_log(root / "B")
+    shutil.rmtree(root / "B" / "checkpoint-7")
+    launch(single, [*common, *b, "--resume_from_checkpoint", "latest"])
+    return root / "A", root / "B", (first, second), proc.stdout + proc.stderr
 
 
-def test_exact_resume(single_runs):
-    a, b, interrupted = single_runs
+def test_exact_resume_across_epochs_and_repeated_kills(single_runs):
+    a, b, (first, second), _ = single_runs
     log_a, log_b = read_log(a), read_log(b)
-    assert [e["step"] for e in interrupted] == [1, 2]
-    assert [e["step"] for e in log_b] == [1, 2, 3, 4]
-    assert [e["loss"] for e in log_a] == [e["loss"] for e in log_b]
+    assert [e["step"] for e in first] == [1, 2, 3, 4]
+    assert [e["step"] for e in second] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e["step"] for e in log_b] == list(range(1, 9)), "a resumed run must not repeat steps in train_log.jsonl"
     assert [e["indices_per_rank"] for e in log_a] == [e["indices_per_rank"] for e in log_b]
+    assert [e["loss"] for e in log_a] == [e["loss"] for e in log_b]
+    order = [i for e in log_a for i in e["indices_per_rank"][0]]
+    assert sorted(order[:8]) == sorted(order[8:]) == list(range(8)) and order[:8] != order[8:]  # a new epoch order
     for name in ("audio_projection/diffusion_pytorch_model.safetensors", "pytorch_lora_weights.safetensors"):
         wa, wb = load_file(a / name), load_file(b / name)
         assert wa.keys() == wb.keys() and wa
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
-    # the weights did move: the trained adapter differs from the one training started from
-    assert len({e["loss"] for e in log_a}) == 4
+    assert len({e["loss"] for e in log_a}) == 8  # the weights did move
+
+
+def test_clean_run_output(single_runs):
+    a, _, _, output = single_runs
+    assert f"saved to {a.resolve()}" in output
+    assert "Loading weights" not in output and "Writing model shards" not in output and "No LoRA keys" not in output
+    assert "Traceback" not in output and "FutureWarning" not in output and "UserWarning" not in output, output
 
 
 def test_checkpoints_hold_trainable_weights_only(single_runs, tiny_text_pipe_dir):
-    a, _, _ = single_runs
+    a, _, _, _ = single_runs
     ckpt = a / "checkpoint-2"
     files = sorted(p.name for p in ckpt.iterdir())
     assert "optimizer.bin" in files and "scheduler.bin" in files and "random_states_0.pkl" in files
@@ -86,20 +105,20 @@ def test_checkpoints_hold_trainable_weights_only(single_runs, tiny_text_pipe_dir
 
 
 def test_clipping_and_log(single_runs):
-    a, _, _ = single_runs
+    a, _, _, _ = single_runs
     log = read_log(a)
     assert all(e["num_processes"] == 1 and e["written_by_rank"] == 0 for e in log)
     for e in log:
         assert e["grad_norm"] > MAX_GRAD_NORM  # the pre-clip norm (what accelerate returns)
         assert e["grad_norm_clipped"] == pytest.approx(MAX_GRAD_NORM, rel=1e-3)
     assert list((a / "logs").rglob("events.out.tfevents.*")), "tensorboard events were not written"
-    assert sorted(p.name for p in (a / "validation").iterdir()) == ["step_000002.png", "step_000004.png"]
+    assert sorted(p.name for p in (a / "validation").iterdir()) == [f"step_00000{i}.png" for i in (2, 4, 6, 8)]
 
 
 def test_output_reloads_and_lora_reproduces_validation(single_runs, validation_wavs):
     from diffusers_sonify import AudioToImagePipeline
 
-    a, _, _ = single_runs
+    a, _, _, _ = single_runs
     cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "train_scripts/configs/tiny.yaml").read_text())
     pipe = AudioToImagePipeline.from_pretrained(a)
     pipe.set_progress_bar_config(disable=True)
@@ -123,7 +142,7 @@ def test_model_card_and_push_folder(single_runs):
 
     from diffusers_sonify.training_utils import files_to_push
 
-    a, _, _ = single_runs
+    a, _, _, _ = single_runs
     card = ModelCard.load(a / "README.md")
     assert card.data.library_name == "diffusers" and "lora" in card.data.tags
     assert "load_lora_weights" in card.text and "![validation grid](validation_grid.png)" in card.text
@@ -203,3 +222,78 @@ def test_two_processes_pixel_space_with_trainable_audio_encoder(tmp_path, tiny_d
         output_type="np",
     ).images
     assert image.shape == (1, 32, 32, 3)
+
+
+def test_bad_rows_are_skipped_counted_and_named(tmp_path, tiny_text_pipe_dir, bad_rows_dataset_dir):
+    out = tmp_path / "out"
+    proc = launch(
+        ["--num_processes", "1", "--cpu"],
+        [
+            "--pretrained_pipeline",
+            tiny_text_pipe_dir,
+            "--dataset_name",
+            bad_rows_dataset_dir,
+            "--max_train_steps",
+            "1",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(out),
+        ],
+    )
+    skipped = [json.loads(line) for line in (out / "skipped_rows.jsonl").read_text().splitlines()]
+    assert [(s["row"], s["column"]) for s in skipped] == [(8, "image"), (9, "audio")]
+    assert all(s["dataset"] == bad_rows_dataset_dir for s in skipped)
+    assert f"{bad_rows_dataset_dir} row 8 column image" in proc.stderr
+    assert f"{bad_rows_dataset_dir} row 9 column audio" in proc.stderr and "NaN" in proc.stderr
+    assert "Skipped 2 bad row(s)" in proc.stderr and "Training on 8 rows" in proc.stderr
+    assert (out / "model_index.json").is_file()
+    from diffusers_sonify.training_utils import files_to_push
+
+    assert "skipped_rows.jsonl" not in files_to_push(out)  # local paths stay local
+
+
+def test_pipeline_is_saved_before_the_final_validation(tmp_path, monkeypatch, tiny_text_pipe_dir, tiny_dataset_dir):
+    """A late error (here: the final validation) must not cost the trained model: it is saved first."""
+    import runpy
+
+    from train_helpers import TRAIN
+
+    from diffusers_sonify import training_utils as tu
+
+    def broken_validation(*args, **kwargs):
+        raise RuntimeError("validation broke")
+
+    monkeypatch.setattr(tu, "generate_validation_images", broken_validation)
+    wav = tmp_path / "v.wav"
+    wav.write_bytes(Path(tiny_dataset_dir, "dataset_info.json").read_bytes())  # exists; never decoded here
+    main = runpy.run_path(str(TRAIN))["main"]
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="validation broke"):
+        main(
+            [
+                str(Path(TRAIN).parent / "configs" / "tiny.yaml"),
+                "--pretrained_pipeline",
+                tiny_text_pipe_dir,
+                "--dataset_name",
+                tiny_dataset_dir,
+                "--max_train_steps",
+                "1",
+                "--validation_audio",
+                str(wav),
+                "--validation_steps",
+                "100",
+                "--cache_dir",
+                str(tmp_path / "cache"),
+                "--report_to",
+                "none",
+                "--output_dir",
+                str(out),
+            ]
+        )
+    assert (out / "model_index.json").is_file() and (out / "README.md").is_file()
+    from diffusers_sonify import AudioToImagePipeline
+
+    assert AudioToImagePipeline.from_pretrained(out).audio_projection is not None

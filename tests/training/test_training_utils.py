@@ -210,3 +210,96 @@ def test_random_hflip_flips_per_image_reproducibly():
     unchanged = torch.tensor([torch.equal(o, m) for o, m in zip(out, many)])
     assert bool((flipped | unchanged).all()) and 150 < int(flipped.sum()) < 250
     torch.testing.assert_close(out, tu.random_hflip(many, torch.Generator().manual_seed(1)))
+
+
+def test_checkpoint_listing_rotation_and_resume(tmp_path):
+    for step in (10, 2, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-final").mkdir()  # not a step: ignored
+    (tmp_path / ".checkpoint-40.tmp").mkdir()  # a save that was killed: never resumed from
+    assert [p.name for p in tu.list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10", "checkpoint-30"]
+    assert tu.resolve_resume_checkpoint(tmp_path, "latest").name == "checkpoint-30"
+    assert tu.resolve_resume_checkpoint(tmp_path / "empty", "latest") is None  # nothing yet: a fresh start
+    assert tu.resolve_resume_checkpoint(tmp_path, None) is None
+    with pytest.raises(FileNotFoundError, match="checkpoint-<step>"):
+        tu.resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-final"))
+    removed = tu.rotate_checkpoints(tmp_path, total_limit=2)  # room for one more under the limit of 2
+    assert [p.name for p in removed] == ["checkpoint-2", "checkpoint-10"]
+    assert [p.name for p in tu.list_checkpoints(tmp_path)] == ["checkpoint-30"]
+    assert tu.rotate_checkpoints(tmp_path, total_limit=None) == []
+    assert tu.checkpoint_step(tmp_path / "checkpoint-30") == 30
+
+
+def test_truncate_train_log_drops_steps_after_the_checkpoint(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(f'{{"step": {s}, "loss": 0.5}}\n' for s in (1, 2, 3, 4, 5)))
+    assert tu.truncate_train_log(log, 3) == 3
+    assert [int(line.split(":")[1].split(",")[0]) for line in log.read_text().splitlines()] == [1, 2, 3]
+    assert tu.truncate_train_log(tmp_path / "absent.jsonl", 3) == 0
+
+
+def test_validation_leaves_modes_batchnorm_stats_and_rng_untouched(tmp_path):
+    """A pipeline from freshly built components (training mode: CLAP dropout on, BatchNorm updating), as the
+    trainer validates with --train_audio_encoder: generation must not change modes, weights, buffers or RNG."""
+    import random
+
+    from diffusers_sonify import AudioToImagePipeline
+
+    c = tiny_pipeline_components(seed=0)
+    modules = {k: c[k] for k in ("unet", "audio_projection", "audio_encoder", "vae")}
+    tu.configure_trainable_parameters(modules, train_audio_encoder=True)
+    for name, module in modules.items():
+        module.train(name in ("audio_projection", "audio_encoder"))
+    c["audio_encoder"].audio_model.audio_encoder.layers[0].eval()  # a mixed-mode submodule must come back as it was
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in c["audio_encoder"].modules())
+    modes = {n: m.training for n, m in c["audio_encoder"].named_modules()}
+    states = {k: {n: t.clone() for n, t in c[k].state_dict().items()} for k in modules}
+    torch.manual_seed(123), np.random.seed(5), random.seed(7)
+    rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    pipe = AudioToImagePipeline(**c)
+    audio = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for path, i in zip(audio, (0, 3)):
+        path.write_bytes(wav_bytes(sound(i)))
+    audio = [str(p) for p in audio]
+    first = tu.generate_validation_images(pipe, audio, 2, 2.0, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng[0]) and np.array_equal(np.random.get_state()[1], rng[1])
+    assert random.getstate() == rng[2]
+    assert {n: m.training for n, m in c["audio_encoder"].named_modules()} == modes
+    assert c["audio_projection"].training and not c["unet"].training
+    for k in modules:
+        after = c[k].state_dict()
+        assert all(torch.equal(after[n], t) for n, t in states[k].items()), f"{k} changed (BatchNorm statistics?)"
+    second = tu.generate_validation_images(pipe, audio, 2, 2.0, seed=0)
+    assert [np.asarray(i).tobytes() for i in first] == [np.asarray(i).tobytes() for i in second]  # no dropout noise
+    assert tu.image_grid(first).size == (2 * first[0].width, first[0].height)
+
+
+def test_bad_rows_are_found_with_row_and_column(tmp_path, caplog):
+    import io
+
+    from datasets import Audio, Dataset, Features, Image, Value
+    from train_helpers import scene
+
+    def jpeg(i):
+        buf = io.BytesIO()
+        scene(i).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    nan_wave = sound(1).copy()
+    nan_wave[100:200] = np.nan
+    images = [jpeg(0), jpeg(1)[:200], jpeg(2), jpeg(3)]  # row 1: a truncated JPEG
+    audio = [wav_bytes(sound(0)), wav_bytes(sound(1)), wav_bytes(nan_wave), wav_bytes(sound(3))]  # row 2: NaN
+    ds = Dataset.from_dict(
+        {
+            "image": [{"bytes": b, "path": None} for b in images],
+            "audio": [{"bytes": b, "path": None} for b in audio],
+            "caption": ["a", "b", "c", "d"],
+        },
+        features=Features({"image": Image(), "audio": Audio(), "caption": Value("string")}),
+    )
+    with caplog.at_level("WARNING", logger="diffusers_sonify.training_utils"):
+        bad = tu.find_bad_rows(ds, "image", "audio", dataset_name="my/data")
+    assert [(b["row"], b["column"]) for b in bad] == [(1, "image"), (2, "audio")]
+    assert "truncated" in bad[0]["reason"].lower() and "NaN" in bad[1]["reason"]
+    assert "my/data row 1 column image" in caplog.text and "my/data row 2 column audio" in caplog.text
+    assert tu.find_bad_rows(ds.select([0, 3]), "image", "audio") == []

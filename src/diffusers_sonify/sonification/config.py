@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 BUILDER_VERSION = "0.1.0"
 DEFAULT_DESCRIBER = "diffusers_sonify.sonification.describe:VLMDescriber"
 # A small instruction-tuned VLM with a chat template that runs with stock transformers (no remote code).
@@ -230,25 +228,7 @@ class BuilderConfig:
 
 def parse_build_config(argv: list[str] | None = None) -> BuilderConfig:
     """`[config.yaml] [--field value ...]` -> `BuilderConfig`: YAML values are defaults, flags override them."""
-    from transformers import HfArgumentParser
+    from ..config_loading import parse_config_args
 
-    argv = list(argv or [])
-    parser = HfArgumentParser(BuilderConfig)
-    if argv and not argv[0].startswith("-"):
-        path = Path(argv.pop(0))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"config file {str(path)!r} not found; pass a YAML file from dataset_builder/configs/."
-            )
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{str(path)!r} must hold a YAML mapping of BuilderConfig fields.")
-        known = {f for f in BuilderConfig.__dataclass_fields__}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{str(path)!r} has unknown fields {unknown}; valid fields are the BuilderConfig fields.")
-        if isinstance(values.get("describer_kwargs"), dict):
-            values["describer_kwargs"] = json.dumps(values["describer_kwargs"])
-        parser.set_defaults(**values)
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    (config,) = parse_config_args((BuilderConfig,), argv, description="Build a sonified image dataset.")
     return config
