@@ -37,12 +37,17 @@ def main(argv=None):
         config = parse_build_config(argv, description=__doc__)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"build.py: error: {err}")
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # progress bars and our own results; other libraries' INFO chatter (model paths, HTTP) stays out
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    for name in ("diffusers_sonify", "build"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
     import torch
+    import transformers
     from accelerate import Accelerator
     from accelerate.logging import get_logger
+
+    transformers.utils.logging.disable_progress_bar()  # per-model "Loading weights" bars inside stage bars
 
     from diffusers_sonify.sonification import BuildInputError, build_sonified_dataset, check_build, publish
 

@@ -95,14 +95,15 @@ def scan_audio_folder(folder: str | os.PathLike) -> tuple[list[str], list[dict]]
 
 
 def _probe_audio(path: Path) -> str | None:
-    try:
-        from torchcodec.decoders import AudioDecoder
+    """None when the project's decoder reads `path` (its first 50 ms), else why not."""
+    from .audio import decode_audio
 
-        AudioDecoder(str(path))
+    try:
+        decode_audio(path, max_seconds=0.05, arg="file")
         return None
-    except Exception as err:  # torchcodec raises RuntimeError/ValueError variants for non-audio files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"not an audio file FFmpeg can read ({first_line[:160]})"
+    except ValueError as err:
+        detail = str(err).split(" is not a readable audio file ", 1)[-1].strip().rstrip(".")
+        return f"not an audio file the decoder reads {detail}"
 
 
 def load_audio_folder(folder: str | os.PathLike):

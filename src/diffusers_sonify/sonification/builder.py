@@ -37,7 +37,14 @@ from .describe import (
 from .index import embed_audio_corpus, load_embedder, resolve_text_model
 from .report import BuildReport
 from .retrieve import VLMReranker, assign_clips, rerank, topk_cosine
-from .write import check_repo_id, data_files_pattern, render_card, replace_folder, write_parquet_shards
+from .write import (
+    check_repo_id,
+    data_files_pattern,
+    no_progress_bars,
+    render_card,
+    replace_folder,
+    write_parquet_shards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +185,8 @@ def save_atomic(dataset, path: Path, meta: dict | None = None) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    dataset.save_to_disk(str(tmp))
+    with no_progress_bars():
+        dataset.save_to_disk(str(tmp))
     if meta is not None:
         (tmp / "stage_meta.json").write_text(json.dumps(meta))
     if path.exists():  # a concurrent writer finished the same shard first: identical content

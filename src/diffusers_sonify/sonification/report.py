@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
 def reason_category(reason: str) -> str:
-    """`"corrupt image: OSError: ..."` -> `"corrupt image"`: the part before the first colon."""
-    return reason.split(":", 1)[0].strip()
+    """`"corrupt image (photo.jpg): OSError: ..."` -> `"corrupt image"`: the part before the first colon, without
+    the file name."""
+    return re.sub(r"\s*\(.*$", "", reason.split(":", 1)[0]).strip()
 
 
 @dataclass

@@ -6,12 +6,28 @@ import hashlib
 import logging
 import math
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from .config import BUILDER_VERSION, REPO_ID_PATTERN
 from .report import BuildReport
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def no_progress_bars():
+    """Silence `datasets`' bars for bookkeeping steps (saving a stage, writing Parquet): a build shows one bar per
+    stage, not a bar per save nested inside it."""
+    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def _embed_image_bytes(batch: dict) -> dict:
@@ -36,18 +52,16 @@ def write_parquet_shards(dataset, folder: Path, rows_per_shard: int, sample_rate
     """
     from datasets import Audio, Image
 
-    dataset = (
-        dataset.map(_embed_image_bytes, batched=True, input_columns=None, desc="Embedding image bytes")
-        if len(dataset)
-        else dataset
-    )
+    if len(dataset):
+        dataset = dataset.map(_embed_image_bytes, batched=True, desc="Embedding image bytes")
     dataset = dataset.cast_column("image", Image()).cast_column("audio", Audio(sampling_rate=sample_rate))
     (folder / "data").mkdir(parents=True, exist_ok=True)
     num_shards = max(1, math.ceil(len(dataset) / rows_per_shard))
     staged, digest = [], hashlib.sha256()
     for index in range(num_shards):
         path = folder / "data" / f"shard-{index:05d}.parquet.partial"
-        dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path))
+        with no_progress_bars():
+            dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path))
         digest.update(path.read_bytes())
         staged.append(path)
     content = digest.hexdigest()[:16]
