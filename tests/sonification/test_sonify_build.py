@@ -18,6 +18,7 @@ import torch
 from sonify_helpers import REPO, make_corpora
 
 BUILD = str(REPO / "dataset_builder" / "build.py")
+pytestmark = pytest.mark.slow  # two torchrun processes and a killed-and-resumed build: ~90 s
 
 
 def _free_port() -> int:

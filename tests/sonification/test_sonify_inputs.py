@@ -240,6 +240,8 @@ def test_offline_build_on_own_files_as_the_readme_says(tmp_path):
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "build finished" in proc.stderr and "ignored" in proc.stderr and "notes.txt" in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warn" in line.lower() or "Traceback" in line]
+    assert len(warnings) == 1 and "notes.txt" in warnings[0], warnings  # our own report of the ignored file only
     assert not stale.exists()
 
     report = json.loads((out / "build_report.json").read_text())
