@@ -94,7 +94,7 @@ def load_corpus(source: str, split: str = "train", arg: str = "image_dataset", i
 
 
 def _is_local(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.count("/") != 1 or os.path.exists(source)
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.path.exists(source)
 
 
 def _require_columns(ds, columns: list[str], arg: str, source: str) -> None:
