@@ -136,10 +136,12 @@ def test_stale_tmp_folders_of_dead_processes_are_removed(tmp_path):
     dead.wait()
     stale = [tmp_path / f"out.tmp-{dead.pid}", tmp_path / "cache" / "describe-1" / f"shard-00000.tmp-{dead.pid}"]
     live = tmp_path / "cache" / f"index-2.tmp-{os.getppid()}"  # a process that is running: another rank
-    for path in [*stale, live]:
+    unrelated = tmp_path / f"notes.tmp-{dead.pid}"  # beside the output but not ours
+    for path in [*stale, live, unrelated]:
         path.mkdir(parents=True)
-    removed = remove_stale_tmp(tmp_path, tmp_path / "cache")
-    assert sorted(removed) == sorted(stale) and not any(p.exists() for p in stale) and live.exists()
+    removed = remove_stale_tmp(tmp_path / "out", tmp_path / "cache")
+    assert sorted(removed) == sorted(stale) and not any(p.exists() for p in stale)
+    assert live.exists() and unrelated.exists()
 
 
 def _sound_folder(root: Path) -> Path:

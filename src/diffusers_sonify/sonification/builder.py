@@ -539,8 +539,7 @@ def build_sonified_dataset(
     device = str(device)
     timings: dict[str, float] = {}
     if rank == 0:
-        output = Path(config.output_dir)
-        remove_stale_tmp(output.parent, config.resolved_cache_dir())
+        remove_stale_tmp(Path(config.output_dir), config.resolved_cache_dir())
     t0 = time.perf_counter()
     ignored_audio: list[dict] = []
     images = prepare_images(config)

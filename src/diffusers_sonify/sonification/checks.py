@@ -61,19 +61,21 @@ def require_folder_with_files(folder: str, arg: str, what: str) -> Path:
     return path
 
 
-def remove_stale_tmp(*roots: Path) -> list[Path]:
-    """Remove `<name>.tmp-<pid>` folders left by killed builds (in the given folders and one level below), keeping
-    those of processes still running (another rank of this build). Returns what was removed."""
+def remove_stale_tmp(output_dir: Path, cache_dir: Path) -> list[Path]:
+    """Remove the `.tmp-<pid>` folders a killed build left: `<output_dir>.tmp-<pid>` beside the output, and stage
+    or shard folders in `cache_dir` (one level deep). Folders of processes still running (another rank of this
+    build) are kept, and nothing else beside the output is touched. Returns what was removed."""
+    output_dir, cache_dir = Path(output_dir), Path(cache_dir)
+    candidates = list(output_dir.parent.glob(f"{output_dir.name}.tmp-*")) if output_dir.parent.is_dir() else []
+    if cache_dir.is_dir():
+        candidates += [*cache_dir.glob("*.tmp-*"), *cache_dir.glob("*/*.tmp-*")]
     removed = []
-    for root in roots:
-        if not root.is_dir():
+    for path in candidates:
+        match = _TMP_SUFFIX.search(path.name)
+        if not match or not path.is_dir() or _alive(int(match.group(1))):
             continue
-        for path in [*root.glob("*.tmp-*"), *root.glob("*/*.tmp-*")]:
-            match = _TMP_SUFFIX.search(path.name)
-            if not match or not path.is_dir() or _alive(int(match.group(1))):
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     if removed:
         logger.info("Removed %d unfinished folder(s) left by an interrupted build: %s", len(removed), removed[:5])
     return removed
