@@ -4,8 +4,10 @@ import math
 
 import pytest
 import torch
+import torchaudio
 
 from diffusers_sonify.audio import (
+    TRUE_PEAK_OVERSAMPLING,
     apply_reverb,
     estimate_rt60,
     fit_to_duration,
@@ -15,6 +17,7 @@ from diffusers_sonify.audio import (
     mix,
     synthetic_impulse_response,
     torch_threads,
+    true_peak,
 )
 
 SR = 16_000
@@ -97,3 +100,42 @@ def test_torch_threads_sets_and_restores_the_thread_count_even_on_error():
     with pytest.raises(RuntimeError, match="boom"), torch_threads(1):
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def _true_peak_fft_db(x: torch.Tensor, factor: int = 4) -> float:
+    """Independent of the library: ideal band-limited (FFT zero-padding) 4x oversampling, in dBTP."""
+    x = torch.nn.functional.pad(x.to(torch.float64), (1024, 1024))
+    spectrum = torch.fft.rfft(x)
+    padded = torch.zeros(factor * x.shape[-1] // 2 + 1, dtype=spectrum.dtype)
+    padded[: spectrum.shape[-1]] = spectrum
+    return 20 * math.log10(float((torch.fft.irfft(padded, factor * x.shape[-1]) * factor).abs().max()))
+
+
+def test_true_peak_limiter_holds_minus_one_dbtp_where_sample_peak_limiting_does_not():
+    """EBU R128's -1 dBTP: a sine at fs/4 sampled 45 degrees off its crests has sample peaks 3 dB below its true
+    peak; an impulsive band-limited click train overshoots between samples."""
+    sr = 48_000
+    t = torch.arange(sr, dtype=torch.float64) / sr
+    offset_sine = torch.sin(2 * math.pi * (sr / 4) * t + math.pi / 4).float()
+    g = torch.Generator().manual_seed(0)
+    clicks = torch.zeros(sr)
+    clicks[::4800] = 3.0
+    clicks = torchaudio.functional.lowpass_biquad(clicks + 0.05 * torch.randn(sr, generator=g), sr, 16_000)
+    for signal in (offset_sine, clicks):
+        assert _true_peak_fft_db(signal) > -0.5
+        sample_limited = limit_peaks(signal, sr, ceiling_dbfs=-1.0)
+        true_limited = limit_peaks(signal, sr, ceiling_dbfs=-1.0, oversampling=TRUE_PEAK_OVERSAMPLING)
+        assert _true_peak_fft_db(true_limited) <= -1.0 + 0.01
+        assert 20 * math.log10(true_peak(true_limited)) <= -1.0 + 1e-4
+        assert float(true_limited.abs().max()) <= 10 ** (-1 / 20)
+    assert _true_peak_fft_db(sample_limited) > -0.5  # the old promise broken by sample-peak limiting
+    # a sine with its crests on samples: the estimate equals the amplitude
+    assert true_peak(0.5 * torch.sin(2 * math.pi * 1000 * t[: sr // 10]).float()) == pytest.approx(0.5, rel=1e-3)
+
+
+def test_loudness_agrees_with_pyloudnorm():
+    pyloudnorm = pytest.importorskip("pyloudnorm")
+    meter = pyloudnorm.Meter(SR)
+    for name, x in _signals().items():
+        reference = meter.integrated_loudness(x.double().numpy())
+        assert measure_loudness(x, SR) == pytest.approx(reference, abs=0.1), name

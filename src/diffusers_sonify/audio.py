@@ -5,8 +5,10 @@ Waveforms are `torch.float32` tensors shaped `(channels, samples)` (torchaudio's
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,7 +16,6 @@ import numpy as np
 import torch
 import torchaudio
 
-AudioLike = "np.ndarray | torch.Tensor | str | os.PathLike"
 MAX_CHANNELS = 8
 
 
@@ -73,34 +74,126 @@ def resample(waveform: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tens
     return torchaudio.functional.resample(waveform, int(orig_sr), int(target_sr))
 
 
-def load_audio(
-    path: str | os.PathLike, max_seconds: float | None = None, arg: str = "audio"
-) -> tuple[torch.Tensor, int]:
-    """Read an audio file as `(channels, samples)` float32 and its sampling rate.
+def _type_error(arg: str, value) -> TypeError:
+    return TypeError(
+        f"`{arg}` must be a numpy array, a torch tensor or a path to an audio file, audio file bytes, or a "
+        "`datasets` Audio value (an `AudioDecoder`, `{'array', 'sampling_rate'}` or `{'bytes', 'path'}`), got "
+        f"{type(value).__name__}. If it came from a dataset, check the audio column (`audio_column`)."
+    )
 
-    Only the first `max_seconds` are decoded, so a long file is never held in memory whole. WAV/FLAC/OGG are read
-    with soundfile; any other format FFmpeg knows is decoded with torchcodec.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"`{arg}`: no audio file at {str(path)!r}. Check the path.")
+
+def _decode_encoded(source, max_seconds: float | None, arg: str, name: str) -> tuple[torch.Tensor, int]:
+    """A file path or encoded bytes: soundfile where it can (WAV/FLAC/OGG, fast, reads only the needed frames),
+    torchcodec (FFmpeg: MP3, Opus, AAC, ...) for everything else."""
     import soundfile as sf
 
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as f:
             frames = -1 if max_seconds is None else min(f.frames, math.ceil(max_seconds * f.samplerate))
             data = f.read(frames=frames, dtype="float32", always_2d=True)
-            return torch.from_numpy(data.T.copy()), f.samplerate
-    except sf.LibsndfileError:
+            return torch.from_numpy(data.T.copy()), int(f.samplerate)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
         pass
     try:
         from torchcodec.decoders import AudioDecoder
 
-        decoder = AudioDecoder(str(path))
-        samples = decoder.get_samples_played_in_range(0.0, max_seconds) if max_seconds else decoder.get_all_samples()
-        return samples.data.to(torch.float32), int(samples.sample_rate)
+        samples = _decoder_samples(AudioDecoder(source if isinstance(source, bytes) else str(source)), max_seconds)
     except Exception as err:  # torchcodec raises RuntimeError/ValueError variants for undecodable input
-        raise ValueError(f"`{arg}`: {str(path)!r} is not a readable audio file ({err}).") from err
+        detail = re.sub(r"^.*\.cpp:\d+, ", "", str(err).strip().splitlines()[0] if str(err).strip() else "")
+        raise ValueError(f"`{arg}`: {name} is not a readable audio file ({detail[:160]}).") from err
+    return samples
+
+
+def _decoder_samples(decoder, max_seconds: float | None) -> tuple[torch.Tensor, int]:
+    samples = decoder.get_samples_played_in_range(0.0, max_seconds) if max_seconds else decoder.get_all_samples()
+    return samples.data.to(torch.float32), int(samples.sample_rate)
+
+
+def decode_audio(
+    audio, sampling_rate: int | None = None, *, max_seconds: float | None = None, arg: str = "audio"
+) -> tuple[torch.Tensor, int]:
+    """The one audio decoder of the project (pipeline, dataset builder and trainer): any audio value ->
+    `(waveform (channels, samples) float32, sampling_rate)`.
+
+    Accepted values:
+        - a path (`str` / `os.PathLike`) to a file in any format FFmpeg reads (WAV, FLAC, OGG/OGA, Opus, MP3, AAC,
+          ...); WAV/FLAC/OGG are read with soundfile, the rest with torchcodec;
+        - the encoded bytes of such a file;
+        - a `datasets` Audio value: a torchcodec `AudioDecoder` (what `Audio()` returns in datasets >= 4), an
+          `{"array", "sampling_rate"}` dict, or an `{"bytes", "path"}` dict (`Audio(decode=False)`);
+        - a numpy array or torch tensor `(samples,)` or `(channels, samples)`, with `sampling_rate`.
+
+    One set of rules for all of them: float or integer PCM (integers scaled to [-1, 1]); at most `MAX_CHANNELS`
+    channels; no NaN/inf; at least one sample; `sampling_rate` a positive integer; only the first `max_seconds` are
+    decoded (a long file is never held whole). `sampling_rate` is required for arrays and ignored for values that
+    carry their own rate.
+
+    Raises:
+        `TypeError` for a value of another type or non-numeric samples; `ValueError` for a missing file,
+        undecodable data, a bad shape, NaN/inf or empty audio, or a missing/invalid rate. Messages name `arg`.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        path = Path(audio)
+        if not path.is_file():
+            raise FileNotFoundError(f"`{arg}`: no audio file at {str(path)!r}. Check the path.")
+        waveform, rate = _decode_encoded(path, max_seconds, arg, repr(str(path)))
+        name = repr(str(path))
+    elif isinstance(audio, (bytes, bytearray, memoryview)):
+        waveform, rate = _decode_encoded(bytes(audio), max_seconds, arg, "the audio bytes")
+        name = "the audio bytes"
+    elif isinstance(audio, dict):
+        if audio.get("array") is not None:
+            if audio.get("sampling_rate") is None:
+                raise ValueError(f"`{arg}` is an `{{'array'}}` dict without `sampling_rate`; add the rate in Hz.")
+            return decode_audio(audio["array"], audio["sampling_rate"], max_seconds=max_seconds, arg=arg)
+        if audio.get("bytes"):
+            label = repr(audio["path"]) if audio.get("path") else "the audio bytes"
+            waveform, rate = _decode_encoded(bytes(audio["bytes"]), max_seconds, arg, label)
+            name = label
+        elif audio.get("path"):
+            return decode_audio(audio["path"], max_seconds=max_seconds, arg=arg)
+        else:
+            raise ValueError(
+                f"`{arg}` is a dict with neither audio `bytes`, a `path` nor an `array` (keys {sorted(audio)})."
+            )
+    elif hasattr(audio, "get_samples_played_in_range"):  # torchcodec / datasets AudioDecoder
+        try:
+            waveform, rate = _decoder_samples(audio, max_seconds)
+        except Exception as err:  # torchcodec raises RuntimeError/ValueError variants
+            raise ValueError(f"`{arg}`: the AudioDecoder could not decode its audio ({err}).") from err
+        name = "the decoded audio"
+    elif isinstance(audio, (np.ndarray, torch.Tensor)):
+        if sampling_rate is None:
+            raise ValueError(
+                f"`sampling_rate` is required when `{arg}` is an array or tensor; pass the clip's rate in Hz."
+            )
+        waveform, rate = validate_waveform(audio, arg=arg), sampling_rate
+        if max_seconds is not None and isinstance(rate, (int, np.integer)) and rate > 0:
+            waveform = waveform[:, : math.ceil(max_seconds * rate)]
+        name = None
+    else:
+        raise _type_error(arg, audio)
+    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
+        raise ValueError(f"`sampling_rate` must be a positive integer number of Hz, got {rate!r}.")
+    if name is not None:  # decoded data: the same checks the array path ran in `validate_waveform`
+        if waveform.ndim != 2 or waveform.shape[0] == 0 or waveform.shape[0] > MAX_CHANNELS:
+            raise _shape_error(arg, tuple(waveform.shape))
+        if waveform.shape[1] == 0:
+            raise ValueError(f"`{arg}`: {name} holds 0 samples; at least 1 is needed.")
+        if not torch.isfinite(waveform).all():
+            raise ValueError(f"`{arg}`: {name} decodes to NaN or infinite samples.")
+        if max_seconds is not None:
+            waveform = waveform[:, : math.ceil(max_seconds * rate)]
+    return waveform, int(rate)
+
+
+def load_audio(
+    path: str | os.PathLike, max_seconds: float | None = None, arg: str = "audio"
+) -> tuple[torch.Tensor, int]:
+    """Read an audio file as `(channels, samples)` float32 and its rate ([`decode_audio`] for a path)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`{arg}` must be a path, got {type(path).__name__}; use `decode_audio` for other values.")
+    return decode_audio(path, max_seconds=max_seconds, arg=arg)
 
 
 def prepare_waveform(
@@ -111,30 +204,15 @@ def prepare_waveform(
     min_seconds: float = 0.0,
     arg: str = "audio",
 ) -> np.ndarray:
-    """One clip (array, tensor or path) -> mono float32 numpy at `target_sr`, cropped to the first `max_seconds`.
-
-    `sampling_rate` is required for arrays and tensors, and ignored for paths (the file says its own rate).
-    """
-    if isinstance(audio, (str, os.PathLike)):
-        waveform, sampling_rate = load_audio(audio, max_seconds=max_seconds, arg=arg)
-        if not torch.isfinite(waveform).all():
-            raise ValueError(f"`{arg}`: {str(audio)!r} decodes to NaN or infinite samples.")
-    else:
-        if sampling_rate is None:
-            raise ValueError(
-                f"`sampling_rate` is required when `{arg}` is an array or tensor; pass the clip's rate in Hz."
-            )
-        waveform = validate_waveform(audio, arg=arg)
-    if not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
-        raise ValueError(f"`sampling_rate` must be a positive integer number of Hz, got {sampling_rate!r}.")
+    """Any audio value [`decode_audio`] accepts -> mono float32 numpy at `target_sr`, cropped to the first
+    `max_seconds`. Raises `ValueError` for a clip shorter than `min_seconds`."""
+    waveform, sampling_rate = decode_audio(audio, sampling_rate, max_seconds=max_seconds, arg=arg)
     min_samples = max(1, math.ceil(min_seconds * sampling_rate))
     if waveform.shape[-1] < min_samples:
         raise ValueError(
             f"`{arg}` is {waveform.shape[-1] / sampling_rate:.3f} s long; at least {min_seconds} s is needed. "
             "Pass a longer clip."
         )
-    if max_seconds is not None:
-        waveform = waveform[:, : math.ceil(max_seconds * sampling_rate)]
     mono = resample(to_mono(waveform), int(sampling_rate), int(target_sr))
     return mono.numpy().astype(np.float32, copy=False)
 
@@ -302,29 +380,67 @@ def mix(waveforms: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([w.to(torch.float32) for w in waveforms]).sum(0)
 
 
-def limit_peaks(
-    waveform: torch.Tensor, sample_rate: int, ceiling_dbfs: float = DEFAULT_PEAK_CEILING_DBFS, window_ms: float = 5.0
-) -> torch.Tensor:
-    """Look-ahead peak limiter: the output's sample peak never exceeds `ceiling_dbfs`.
+# ITU-R BS.1770-4 Annex 2: true peak is estimated on the signal oversampled 4x (for 48 kHz input)
+TRUE_PEAK_OVERSAMPLING = 4
+# Zero crossings of the interpolating sinc per side: longer than the BS.1770 example filter (12 taps per phase),
+# which under-reads peaks near Nyquist; 32 agrees with an FFT (ideal band-limited) interpolation to ~0.05 dB here.
+LOWPASS_WIDTH = 32
 
-    The per-sample gain needed to stay below the ceiling is spread over `window_ms` (a running minimum followed
-    by a moving average of the same width, so the smoothed gain is never above the needed gain). Only
-    the neighbourhood of peaks is attenuated, so the loudness of the rest of the signal is kept.
+
+def _peak_envelope(x: torch.Tensor, oversampling: int) -> torch.Tensor:
+    """Per-sample peak over channels; with `oversampling` > 1 the max of the band-limited interpolated points
+    between each sample and the next (torchaudio's windowed-sinc resampler), i.e. the true-peak envelope."""
+    peak = x.abs().amax(0)
+    if oversampling <= 1:
+        return peak
+    up = torchaudio.functional.resample(x, 1, oversampling, lowpass_filter_width=LOWPASS_WIDTH)
+    up = up.abs().amax(0)[: oversampling * x.shape[-1]]
+    up = torch.nn.functional.pad(up, (0, oversampling * x.shape[-1] - up.shape[-1]))
+    return torch.maximum(peak, up.reshape(-1, oversampling).amax(1))
+
+
+def true_peak(waveform: torch.Tensor, oversampling: int = TRUE_PEAK_OVERSAMPLING) -> float:
+    """True peak (linear) of `waveform`: the largest magnitude of the signal oversampled `oversampling` times
+    (ITU-R BS.1770-4 Annex 2). In dBTP: `20 * log10(true_peak(x))`."""
+    return float(_peak_envelope(_as_channels(waveform).to(torch.float32), oversampling).max())
+
+
+def limit_peaks(
+    waveform: torch.Tensor,
+    sample_rate: int,
+    ceiling_dbfs: float = DEFAULT_PEAK_CEILING_DBFS,
+    window_ms: float = 5.0,
+    oversampling: int = 1,
+) -> torch.Tensor:
+    """Look-ahead peak limiter: the output's peak never exceeds `ceiling_dbfs`.
+
+    With `oversampling=1` the sample peak is limited; with `oversampling=TRUE_PEAK_OVERSAMPLING` (4) the true peak
+    (ITU-R BS.1770-4 Annex 2), so the ceiling is in dBTP. The per-sample gain needed to stay below the ceiling is
+    spread over `window_ms` (a running minimum followed by a moving average of the same width, so the smoothed gain
+    is never above the needed gain). Only the neighbourhood of peaks is attenuated, so the loudness of the rest of
+    the signal is kept. Gain changes move inter-sample peaks slightly, so the true-peak case repeats the pass on
+    its own output (and, as a last resort, scales the whole clip) until the measured peak is at the ceiling.
     """
     ceiling = 10.0 ** (ceiling_dbfs / 20.0)
     x = _as_channels(waveform).to(torch.float32)
-    peak = x.abs().amax(0)
-    if float(peak.max()) <= ceiling:
+    if float(_peak_envelope(x, oversampling).max()) <= ceiling:
         return waveform
-    needed = torch.clamp(ceiling / peak.clamp_min(1e-12), max=1.0)
     width = max(1, int(round(window_ms * 1e-3 * sample_rate))) | 1  # odd, so the windows are centred
     pad = width // 2
-    running_min = -torch.nn.functional.max_pool1d(
-        torch.nn.functional.pad(-needed[None, None], (pad, pad), value=-1.0), width, stride=1
-    )
-    smooth = torch.nn.functional.avg_pool1d(
-        torch.nn.functional.pad(running_min, (pad, pad), value=1.0), width, stride=1
-    )[0, 0]
-    gain = torch.minimum(smooth, needed)  # guard against float round-off
-    out = x * gain
+    out = x
+    for _ in range(4 if oversampling > 1 else 1):
+        peak = _peak_envelope(out, oversampling)
+        if float(peak.max()) <= ceiling:
+            break
+        needed = torch.clamp(ceiling / peak.clamp_min(1e-12), max=1.0)
+        running_min = -torch.nn.functional.max_pool1d(
+            torch.nn.functional.pad(-needed[None, None], (pad, pad), value=-1.0), width, stride=1
+        )
+        smooth = torch.nn.functional.avg_pool1d(
+            torch.nn.functional.pad(running_min, (pad, pad), value=1.0), width, stride=1
+        )[0, 0]
+        out = out * torch.minimum(smooth, needed)  # minimum: guard against float round-off
+    final = float(_peak_envelope(out, oversampling).max())
+    if final > ceiling:
+        out = out * (ceiling / final)
     return out[0] if waveform.ndim == 1 else out

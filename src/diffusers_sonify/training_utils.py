@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .audio import prepare_waveform, validate_waveform
+from . import audio as audio_utils
+from .audio import prepare_waveform
 from .data import load_split
 from .models.audio_projection import AudioProjectionModel
 
@@ -260,43 +260,16 @@ def unet_lora_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------------------------- audio preprocessing
 def decode_audio(value, arg: str = "audio") -> tuple[np.ndarray, int]:
-    """A `datasets` audio cell -> `(samples (channels, n) float32, sampling_rate)`.
-
-    Accepts `Audio(decode=False)` cells (`{"bytes", "path"}`), decoded cells (`{"array", "sampling_rate"}`) and
-    torchcodec `AudioDecoder`s (what `Audio()` returns in datasets >= 4).
-    """
-    if isinstance(value, dict) and value.get("array") is not None:
-        return validate_waveform(np.asarray(value["array"]), arg=arg).numpy(), int(value["sampling_rate"])
-    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        data = value.get("bytes")
-        if data is None:
-            with open(value["path"], "rb") as f:
-                data = f.read()
-        import soundfile as sf
-
-        try:
-            array, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-            return array.T.copy(), int(sr)
-        except sf.LibsndfileError:
-            from torchcodec.decoders import AudioDecoder
-
-            samples = AudioDecoder(data).get_all_samples()
-            return samples.data.numpy().astype(np.float32), int(samples.sample_rate)
-    if hasattr(value, "get_all_samples"):
-        samples = value.get_all_samples()
-        return samples.data.numpy().astype(np.float32), int(samples.sample_rate)
-    raise TypeError(
-        f"`{arg}` cell of type {type(value).__name__} is not audio: expected a datasets Audio value "
-        "({'bytes', 'path'}, {'array', 'sampling_rate'} or an AudioDecoder). Check `audio_column`."
-    )
+    """A `datasets` audio cell -> `(samples (channels, n) float32, sampling_rate)` (see `audio.decode_audio`)."""
+    waveform, sampling_rate = audio_utils.decode_audio(value, arg=arg)
+    return waveform.numpy(), sampling_rate
 
 
 def load_training_audio(value, target_sr: int, max_seconds: float | None, arg: str = "audio") -> np.ndarray:
     """Decode a dataset audio cell to mono float32 at `target_sr`, keeping at most `2 * max_seconds` so that
     [`augment_waveform`] has room to pick a random window."""
-    array, sr = decode_audio(value, arg=arg)
     keep = None if max_seconds is None else 2 * max_seconds
-    return prepare_waveform(array, target_sr=target_sr, sampling_rate=sr, max_seconds=keep, min_seconds=0.1, arg=arg)
+    return prepare_waveform(value, target_sr=target_sr, max_seconds=keep, min_seconds=0.1, arg=arg)
 
 
 def crop_waveform(waveform: np.ndarray, num_samples: int | None, offset: int = 0) -> np.ndarray:

@@ -198,8 +198,12 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         Args:
             audio: one clip or a list of clips; each a numpy array / tensor `(samples,)` or `(channels, samples)`,
-                or a path to an audio file. Clips longer than `max_audio_seconds` are cropped to their start.
-            sampling_rate (`int`, *optional*): the rate of array/tensor clips in Hz (required for them).
+                a path to an audio file (any format FFmpeg reads), the file's bytes, or a `datasets` Audio value
+                (`row["audio"]`: an `AudioDecoder`, `{"array", "sampling_rate"}` or `{"bytes", "path"}`); decoded by
+                [`diffusers_sonify.audio.decode_audio`]. Clips longer than `max_audio_seconds` are cropped to their
+                start.
+            sampling_rate (`int`, *optional*): the rate of array/tensor clips in Hz (required for them; values that
+                carry their own rate ignore it).
         """
         clips = _as_list(audio)
         if not clips:

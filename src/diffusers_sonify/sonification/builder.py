@@ -2,7 +2,9 @@
 
 Every stage writes its output with `save_to_disk` into a temporary folder renamed into place when complete, so a
 killed build leaves only finished stages/shards and a rerun of the same command resumes from them. Stage keys
-hash the inputs and settings each stage depends on, so changing a setting recomputes that stage and what follows.
+hash the inputs and the config fields each stage declares it depends on (`BuilderConfig` field metadata `stages`),
+so changing a setting recomputes that stage and what follows. Every stage carries `image_id`, and every join of
+stage outputs checks the ids row by row. Inputs, models and prompt are checked before the first slow stage.
 """
 
 from __future__ import annotations
@@ -19,14 +21,30 @@ from pathlib import Path
 import torch
 
 from ..audio import torch_threads
-from ..data import load_split
+from ..data import load_audio_folder, load_split
 from .assemble import assemble_soundscapes
+from .checks import BuildInputError, remove_stale_tmp, require_folder_with_files, require_model
 from .config import BUILDER_VERSION, DEFAULT_DESCRIBER, BuilderConfig
-from .describe import describe_features, describe_sounds, load_describer, read_prompt
-from .index import embed_audio_corpus, load_embedder
+from .describe import (
+    VLMDescriber,
+    decode_image,
+    describe_features,
+    describe_sounds,
+    import_object,
+    load_describer,
+    read_prompt,
+)
+from .index import embed_audio_corpus, load_embedder, resolve_text_model
 from .report import BuildReport
 from .retrieve import VLMReranker, assign_clips, rerank, topk_cosine
-from .write import check_repo_id, render_card, replace_folder, write_parquet_shards
+from .write import (
+    check_repo_id,
+    data_files_pattern,
+    no_progress_bars,
+    render_card,
+    replace_folder,
+    write_parquet_shards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,32 +54,53 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def load_corpus(source: str, split: str = "train", arg: str = "image_dataset"):
+def load_corpus(source: str, split: str = "train", arg: str = "image_dataset", ignored: list | None = None):
     """Any `datasets` source -> a `Dataset`.
 
     `source` is a `save_to_disk` folder, a Parquet file or glob (`*.parquet`), `imagefolder:<dir>` /
-    `audiofolder:<dir>`, or anything `load_dataset` accepts (Hub id, a folder in Hub layout).
+    `audiofolder:<dir>`, or anything `load_dataset` accepts (Hub id, a folder in Hub layout). `audiofolder:` keeps
+    every format the audio decoder reads ([`~diffusers_sonify.data.load_audio_folder`]); the files it ignored are
+    appended to `ignored` (`{"file", "reason"}`).
     """
     from datasets import Dataset, load_dataset
 
     if not source:
-        raise ValueError(f"`{arg}` is empty; pass a dataset id, folder or Parquet path.")
+        raise BuildInputError(f"`{arg}` is empty; pass a dataset id, folder or Parquet path.")
     builder, _, data_dir = source.partition(":")
-    if builder in ("imagefolder", "audiofolder") and data_dir:
+    if builder == "audiofolder" and data_dir:
+        require_folder_with_files(data_dir, arg, "audio files (any format FFmpeg reads)")
+        try:
+            ds, skipped_files = load_audio_folder(data_dir)
+        except ValueError as err:
+            raise BuildInputError(f"`{arg}`: {err}") from None
+        if ignored is not None:
+            ignored.extend(skipped_files)
+        for item in skipped_files:
+            logger.warning("%s: ignored %s: %s", arg, item["file"], item["reason"])
+    elif builder == "imagefolder" and data_dir:
+        require_folder_with_files(data_dir, arg, "image files")
         ds = load_dataset(builder, data_dir=data_dir, split=split)
     elif source.endswith(".parquet"):
         ds = load_dataset("parquet", data_files={split: source}, split=split)
     else:
+        if _is_local(source) and not os.path.exists(source):
+            raise BuildInputError(f"`{arg}`: {source!r} does not exist; fix the path (or pass a Hub id `org/name`).")
         ds = load_split(source, split, arg)
     if not isinstance(ds, Dataset):
-        raise ValueError(f"`{arg}` {source!r} did not load as one Dataset split.")
+        raise BuildInputError(f"`{arg}` {source!r} did not load as one Dataset split.")
+    if len(ds) == 0:
+        raise BuildInputError(f"`{arg}` {source!r} has no rows in split {split!r}.")
     return ds
+
+
+def _is_local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.path.exists(source)
 
 
 def _require_columns(ds, columns: list[str], arg: str, source: str) -> None:
     missing = [c for c in columns if c and c not in ds.column_names]
     if missing:
-        raise ValueError(f"{arg} {source!r} has no column(s) {missing}; its columns are {ds.column_names}.")
+        raise BuildInputError(f"`{arg}` {source!r} has no column(s) {missing}; its columns are {ds.column_names}.")
 
 
 def prepare_images(config: BuilderConfig):
@@ -85,7 +124,9 @@ def prepare_images(config: BuilderConfig):
     if config.image_id_column:
         ids = [str(v) for v in ds[config.image_id_column]]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"`image_id_column` {config.image_id_column!r} has duplicate ids; ids must be unique.")
+            raise BuildInputError(
+                f"`image_id_column` {config.image_id_column!r} has duplicate ids; ids must be unique."
+            )
     else:
         ids = [str(i) for i in range(len(ds))]
     if "image_id" in ds.column_names:
@@ -93,10 +134,11 @@ def prepare_images(config: BuilderConfig):
     return ds.add_column("image_id", ids)
 
 
-def prepare_audio(config: BuilderConfig):
+def prepare_audio(config: BuilderConfig, ignored: list | None = None):
+    """The audio corpus with the audio column undecoded (`{"bytes", "path"}`); `ignored` collects skipped files."""
     from datasets import Audio
 
-    ds = load_corpus(config.audio_dataset, config.audio_split, "audio_dataset")
+    ds = load_corpus(config.audio_dataset, config.audio_split, "audio_dataset", ignored=ignored)
     _require_columns(
         ds,
         [config.audio_column, config.audio_id_column, *config.audio_text_columns],
@@ -111,9 +153,31 @@ def prepare_audio(config: BuilderConfig):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def stage_key(name: str, *parts) -> str:
-    blob = json.dumps([BUILDER_VERSION, name, *parts], sort_keys=True, default=str)
+def stage_key(name: str, config: BuilderConfig, *inputs) -> str:
+    """`<name>-<hash>` of the builder version, the upstream inputs (fingerprints, keys of earlier stages) and the
+    config fields that declare `name` in their `stages` metadata ([`BuilderConfig.stage_settings`])."""
+    settings = config.stage_settings(name)
+    if name == "describe" and config.describer == DEFAULT_DESCRIBER:  # the prompt's content, not where it lives
+        settings["prompt_file"] = read_prompt(config.prompt_file)[1]
+    blob = json.dumps([BUILDER_VERSION, name, settings, *inputs], sort_keys=True, default=str)
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def join_on_image_id(parts: list, stage: str):
+    """Concatenate stage outputs column-wise after checking that every part holds the same `image_id`s in the same
+    order (one `image_id` column is kept)."""
+    from datasets import concatenate_datasets
+
+    ids = parts[0]["image_id"]
+    for part in parts[1:]:
+        other = part["image_id"]
+        if other != ids:
+            bad = next((i for i, (a, b) in enumerate(zip(ids, other)) if a != b), min(len(ids), len(other)))
+            raise RuntimeError(
+                f"{stage}: stage outputs disagree on image ids at row {bad} ({len(ids)} vs {len(other)} rows); "
+                "the stage cache is inconsistent: delete `cache_dir` and rebuild."
+            )
+    return concatenate_datasets([parts[0]] + [p.remove_columns("image_id") for p in parts[1:]], axis=1)
 
 
 def save_atomic(dataset, path: Path, meta: dict | None = None) -> None:
@@ -121,7 +185,8 @@ def save_atomic(dataset, path: Path, meta: dict | None = None) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    dataset.save_to_disk(str(tmp))
+    with no_progress_bars():
+        dataset.save_to_disk(str(tmp))
     if meta is not None:
         (tmp / "stage_meta.json").write_text(json.dumps(meta))
     if path.exists():  # a concurrent writer finished the same shard first: identical content
@@ -136,7 +201,7 @@ def _load(path: Path):
     return load_from_disk(str(path))
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)
 def _cached_describer(config_json: str, device: str):
     return load_describer(BuilderConfig(**json.loads(config_json)), device=device)
 
@@ -158,20 +223,7 @@ def _config_json(config: BuilderConfig) -> str:
 
 
 def describe_key(config: BuilderConfig, images) -> str:
-    prompt = read_prompt(config.prompt_file)[1] if Path(config.prompt_file).is_file() else None
-    vlm = config.vlm_model if config.describer == DEFAULT_DESCRIBER else None
-    return stage_key(
-        "describe",
-        images._fingerprint,
-        len(images),
-        config.describer,
-        config.describer_kwargs,
-        vlm,
-        prompt,
-        config.max_new_tokens,
-        config.max_sources,
-        config.shard_size,
-    )
+    return stage_key("describe", config, images._fingerprint, len(images))
 
 
 def run_describe(config: BuilderConfig, images, rank: int = 0, world_size: int = 1, device: str = "cpu") -> Path:
@@ -183,6 +235,7 @@ def run_describe(config: BuilderConfig, images, rank: int = 0, world_size: int =
     num_shards = max(1, -(-len(images) // config.shard_size))
     mine = [s for s in range(rank, num_shards, world_size) if not (folder / f"shard-{s:05d}").exists()]
     features = describe_features()
+    features["image_id"] = images.features["image_id"]
     for s in tqdm(mine, desc=f"Describing (rank {rank})", disable=not mine):
         describer = _cached_describer(_config_json(config), device)
         part = images.select(range(s * config.shard_size, min(len(images), (s + 1) * config.shard_size)))
@@ -192,7 +245,7 @@ def run_describe(config: BuilderConfig, images, rank: int = 0, world_size: int =
             batch_size=config.describe_batch_size,
             with_rank=True,
             fn_kwargs={"describer": describer, "max_sources": config.max_sources},
-            remove_columns=part.column_names,
+            remove_columns=[c for c in part.column_names if c != "image_id"],  # carried, checked at the join
             features=features,
             keep_in_memory=True,
             new_fingerprint=f"{folder.name}-{s}",
@@ -224,19 +277,10 @@ def merge_describe(folder: Path, num_rows: int, shard_size: int):
 
 
 def run_index(config: BuilderConfig, audio, device: str = "cpu"):
-    key = stage_key(
-        "index",
-        audio._fingerprint,
-        len(audio),
-        config.index_backend,
-        config.clap_model if config.index_backend == "clap" else config.text_model,
-        config.audio_column,
-        config.audio_text_columns,
-        config.duration_s,
-    )
+    key = stage_key("index", config, audio._fingerprint, len(audio))
     folder = config.resolved_cache_dir() / key
     if folder.exists():
-        return _load(folder), True
+        return _load(folder), key, True
     label_names = {
         c: audio.features[c].names for c in config.audio_text_columns if hasattr(audio.features[c], "names")
     }
@@ -253,13 +297,14 @@ def run_index(config: BuilderConfig, audio, device: str = "cpu"):
             "text_columns": config.audio_text_columns,
             "label_names": label_names,
             "max_seconds": config.duration_s,
+            "min_seconds": config.min_clip_seconds,
         },
         keep_in_memory=True,
         new_fingerprint=key,
         desc="Indexing audio corpus",
     )
     save_atomic(out, folder)
-    return _load(folder), False
+    return _load(folder), key, False
 
 
 def retrieve_candidates(config: BuilderConfig, described, index, device: str = "cpu", images=None):
@@ -284,9 +329,7 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
     embedder = _cached_embedder(_config_json(config), device)
     q = embedder.embed_texts(queries)
     idx, scores = topk_cosine(q, bank, min(config.top_k, len(valid)), chunk_size=config.retrieval_chunk_size)
-    reranker = VLMReranker(config.rerank_model or config.vlm_model, device=device) if config.rerank else None
-    from .describe import decode_image
-
+    reranker = VLMReranker.from_config(config, device=device) if config.rerank else None
     k = 0
     for r, srcs in tqdm(rows, desc="Retrieving", disable=len(rows) < 1000 and reranker is None):
         per_source = []
@@ -303,22 +346,12 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
     return candidates
 
 
-def run_retrieve(config: BuilderConfig, described, index, d_key: str, audio, device: str = "cpu", images=None):
+def run_retrieve(
+    config: BuilderConfig, described, index, d_key: str, i_key: str, audio, device: str = "cpu", images=None
+):
     from datasets import Dataset, Features, List, Value
 
-    key = stage_key(
-        "retrieve",
-        d_key,
-        index._fingerprint,
-        config.top_k,
-        config.min_score,
-        config.max_clip_uses,
-        config.rerank,
-        config.rerank_model,
-        config.text_model,
-        config.index_backend,
-        config.clap_model,
-    )
+    key = stage_key("retrieve", config, d_key, i_key)
     folder = config.resolved_cache_dir() / key
     if folder.exists():
         return _load(folder), key, True
@@ -361,11 +394,15 @@ def run_retrieve(config: BuilderConfig, described, index, d_key: str, audio, dev
         "cosine_rank": Value("int32"),
     }
     features = Features(
-        {"sources": List(source), "unmatched_sources": List(Value("string")), "skip_reason": Value("string")}
+        {
+            "image_id": Value("string"),
+            "sources": List(source),
+            "unmatched_sources": List(Value("string")),
+            "skip_reason": Value("string"),
+        }
     )
-    out = Dataset.from_dict(
-        {"sources": sources_col, "unmatched_sources": unmatched_col, "skip_reason": skip_col}, features=features
-    )
+    columns = {"sources": sources_col, "unmatched_sources": unmatched_col, "skip_reason": skip_col}
+    out = Dataset.from_dict({"image_id": described["image_id"], **columns}, features=features)
     save_atomic(out, folder)
     return _load(folder), key, False
 
@@ -374,30 +411,7 @@ def run_assemble(config: BuilderConfig, table, audio, r_key: str) -> tuple:
     """Assemble in cached shards of `shard_size` rows (`num_proc` workers inside each)."""
     from datasets import concatenate_datasets
 
-    key = stage_key(
-        "assemble",
-        r_key,
-        audio._fingerprint,
-        config.sample_rate,
-        config.duration_s,
-        config.reference_lufs,
-        config.prominence_range_lu,
-        config.distance_near_lu,
-        config.distance_mid_lu,
-        config.distance_far_lu,
-        config.near_direct_to_reverb_db,
-        config.mid_direct_to_reverb_db,
-        config.far_direct_to_reverb_db,
-        config.rt60_small,
-        config.rt60_medium,
-        config.rt60_large,
-        config.rt60_open,
-        config.outdoor_rt60_scale,
-        config.peak_ceiling_dbfs,
-        config.fade_ms,
-        config.seed,
-        config.shard_size,
-    )
+    key = stage_key("assemble", config, r_key, audio._fingerprint)
     folder = config.resolved_cache_dir() / key
     folder.mkdir(parents=True, exist_ok=True)
     audio_only = (
@@ -461,19 +475,51 @@ class _AudioRows:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-PROVENANCE_COLUMNS = [
-    "image_id",
-    "sources",
-    "scene",
-    "rt60",
-    "mix_lufs",
-    "mix_peak_dbfs",
-    "description_raw",
-    "prompt_version",
-    "describer",
-    "index_model",
-    "builder_version",
-]
+def check_build(config: BuilderConfig) -> None:
+    """What a build can check without loading data or models, on every rank: required fields, the hub id, the
+    prompt, the describer's import path, and that every model it will load is local, cached or downloadable now.
+    Raises [`BuildInputError`] with one line saying what to fix."""
+    try:
+        config.validate_for_build()
+    except ValueError as err:
+        raise BuildInputError(str(err)) from None
+    if config.push_to_hub:
+        check_repo_id(config.hub_model_id)
+    try:
+        describer_cls = import_object(config.describer)
+    except ValueError as err:
+        raise BuildInputError(str(err)) from None
+    uses_vlm = issubclass(describer_cls, VLMDescriber) if isinstance(describer_cls, type) else False
+    if uses_vlm and not Path(config.prompt_file).is_file():
+        raise BuildInputError(
+            f"`prompt_file` {config.prompt_file!r} not found (a relative path in a YAML config is relative to the "
+            "YAML file; on the command line, to the working directory)."
+        )
+    models = {"text_model": resolve_text_model(config.text_model)}
+    if config.index_backend == "clap":
+        models = {"clap_model": config.clap_model}
+    if uses_vlm:
+        models["vlm_model"] = config.vlm_model
+    if config.rerank:
+        models["rerank_model" if config.rerank_model else "vlm_model"] = config.rerank_model or config.vlm_model
+    for arg, model_id in models.items():
+        require_model(model_id, arg)
+
+
+def _check_describer_columns(config: BuilderConfig, images) -> None:
+    describer_cls = import_object(config.describer)
+    required = getattr(describer_cls, "required_columns", None)
+    missing = [c for c in (required(**config.describer_kwargs) if required else []) if c not in images.column_names]
+    if missing:
+        raise BuildInputError(
+            f"`describer` {config.describer!r} reads column(s) {missing}, which `image_dataset` "
+            f"{config.image_dataset!r} does not have (columns: {images.column_names}); set `describer_kwargs`."
+        )
+
+
+def _source_file(cell) -> str | None:
+    path = cell.get("path") if isinstance(cell, dict) else None
+    return os.path.basename(path) if path else None
 
 
 def build_sonified_dataset(
@@ -481,40 +527,48 @@ def build_sonified_dataset(
 ) -> BuildReport | None:
     """Run every stage and write `config.output_dir`; resumes from `cache_dir`.
 
-    Under a multi-process launcher, pass `rank`, `world_size` and a `barrier` callable (e.g.
-    `accelerator.wait_for_everyone`): every rank describes its shards, then rank 0 merges and runs the remaining
-    (CPU) stages while the others return `None`.
+    Before the first slow stage it checks the config, the models ([`check_build`]), both corpora and their columns,
+    and removes unfinished `.tmp-<pid>` folders of killed builds. Under a multi-process launcher, pass `rank`,
+    `world_size` and a `barrier` callable (e.g. `accelerator.wait_for_everyone`): every rank describes its shards,
+    then rank 0 merges and runs the remaining (CPU) stages while the others return `None`.
 
     Returns:
         [`BuildReport`] on rank 0.
     """
-    from datasets import concatenate_datasets
-
-    config.validate_for_build()
+    check_build(config)
     device = str(device)
     timings: dict[str, float] = {}
+    if rank == 0:
+        remove_stale_tmp(Path(config.output_dir), config.resolved_cache_dir())
     t0 = time.perf_counter()
+    ignored_audio: list[dict] = []
     images = prepare_images(config)
+    audio = prepare_audio(config, ignored=ignored_audio)
+    _check_describer_columns(config, images)
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     d_folder = run_describe(config, images, rank=rank, world_size=world_size, device=device)
     if barrier is not None:
         barrier()
     if rank != 0:
         return None
     described, metas = merge_describe(d_folder, len(images), config.shard_size)
+    described = join_on_image_id([images.select_columns(["image_id"]), described], "describe")
     timings["describe"] = time.perf_counter() - t0
-    report = BuildReport(num_images=len(images))
+    report = BuildReport(num_images=len(images), ignored_audio_files=ignored_audio)
     for s, meta in enumerate(metas):
         worker = report.describe_workers.setdefault(str(meta["rank"]), {"pid": meta["pid"], "shards": []})
         worker["shards"].append(s)
 
     t0 = time.perf_counter()
-    audio = prepare_audio(config)
-    index, cached = run_index(config, audio, device=device)
+    index, i_key, cached = run_index(config, audio, device=device)
     timings["index"] = time.perf_counter() - t0
     report.num_clips = len(audio)
     clip_ids = audio[config.audio_id_column] if config.audio_id_column else [str(i) for i in range(len(audio))]
+    audio_cells = audio.select_columns([config.audio_column])
     report.invalid_clips = [
-        {"clip_id": str(clip_ids[i]), "reason": r}
+        {"clip_id": str(clip_ids[i]), "source": _source_file(audio_cells[i][config.audio_column]), "reason": r}
         for i, (ok, r) in enumerate(zip(index["valid"], index["invalid_reason"]))
         if not ok
     ]
@@ -523,16 +577,14 @@ def build_sonified_dataset(
 
     t0 = time.perf_counter()
     retrieved, r_key, cached = run_retrieve(
-        config, described, index, d_folder.name, audio, device=device, images=images
+        config, described, index, d_folder.name, i_key, audio, device=device, images=images
     )
     timings["retrieve"] = time.perf_counter() - t0
     if cached:
         report.cached_stages.append("retrieve")
 
     t0 = time.perf_counter()
-    table = concatenate_datasets(
-        [images.select_columns(["image_id"]), described.select_columns(["scene"]), retrieved], axis=1
-    )
+    table = join_on_image_id([described.select_columns(["image_id", "scene"]), retrieved], "retrieve")
     assembled, cached = run_assemble(config, table, audio, r_key)
     timings["assemble"] = time.perf_counter() - t0
     if cached:
@@ -541,16 +593,21 @@ def build_sonified_dataset(
     t0 = time.perf_counter()
     meta0 = metas[0] if metas else {}
     keep_meta = [c for c in config.metadata_columns if c not in ("image", "image_id")]
-    full = concatenate_datasets(
+    full = join_on_image_id(
         [
-            images.select_columns(["image", "image_id", *keep_meta]),
-            described.select_columns(["scene", "description_raw"]),
+            images.select_columns(["image_id", "image", *keep_meta]),
+            described.select_columns(["image_id", "scene", "description_raw"]),
             assembled,
         ],
-        axis=1,
+        "assemble",
     )
     skip = full["skip_reason"]
-    report.skipped = [{"image_id": i, "reason": r} for i, r in zip(full["image_id"], skip) if r is not None]
+    image_cells = images.select_columns(["image"])
+    report.skipped = [
+        {"image_id": i, "source": _source_file(image_cells[r]["image"]), "reason": reason}
+        for r, (i, reason) in enumerate(zip(full["image_id"], skip))
+        if reason is not None
+    ]
     report.unmatched_sources = sum(len(u) for u in retrieved["unmatched_sources"])
     report.dropped_sources = sum(len(d) for d in assembled["dropped_sources"])
     kept = [i for i, r in enumerate(skip) if r is None]
@@ -560,6 +617,9 @@ def build_sonified_dataset(
         for s in srcs:
             uses[s["clip_id"]] = uses.get(s["clip_id"], 0) + 1
     report.distinct_clips_used, report.max_clip_uses = len(uses), max(uses.values(), default=0)
+    limiter = [v for v in out["limiter_lu"] if v]
+    report.limited_rows = len(limiter)
+    report.max_limiter_lu = round(min(limiter, default=0.0), 3)
     provenance = {
         "prompt_version": meta0.get("prompt_version") or "none",
         "describer": f"{config.describer} ({meta0.get('model_id', '')})",
@@ -583,16 +643,18 @@ def write_output(config: BuilderConfig, dataset, report: BuildReport, provenance
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write_parquet_shards(dataset, tmp, config.rows_per_parquet, config.sample_rate)
-    card = render_card(config, report, provenance, columns=dataset.column_names)
+    _, content = write_parquet_shards(dataset, tmp, config.rows_per_parquet, config.sample_rate)
+    card = render_card(
+        config, report, provenance, columns=dataset.column_names, data_files=data_files_pattern(content)
+    )
     card.save(str(tmp / "README.md"))
     report.save(tmp / "build_report.json")
     replace_folder(tmp, final)
 
 
 def publish(config: BuilderConfig, token: str | None = None) -> str:
-    """Push the built `output_dir` to `config.push_to_hub` (see [`push_dataset_folder`])."""
+    """Push the built `output_dir` to the dataset repo `config.hub_model_id` (see [`push_dataset_folder`])."""
     from .write import push_dataset_folder
 
-    check_repo_id(config.push_to_hub)
-    return push_dataset_folder(config.output_dir, config.push_to_hub, private=config.hub_private, token=token)
+    check_repo_id(config.hub_model_id)
+    return push_dataset_folder(config.output_dir, config.hub_model_id, private=config.hub_private, token=token)

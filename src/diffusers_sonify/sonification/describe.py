@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -286,6 +287,28 @@ def _torch_dtype(name: str):
     return getattr(torch, name)
 
 
+@lru_cache(maxsize=2)
+def load_vlm(model_id: str, device: str = "cpu", torch_dtype: str = "auto", trust_remote_code: bool = False):
+    """`(processor, model)` of an image-text-to-text model, loaded once per process and shared by the describer and
+    the reranker ([`~diffusers_sonify.sonification.retrieve.VLMReranker`]) when they name the same model.
+
+    The processor's tokenizer pads on the left (batched generation appends after the prompt). Raises `ValueError`
+    when the model has no chat template.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+    if getattr(processor, "chat_template", None) is None:
+        raise ValueError(f"`vlm_model` {model_id!r} has no chat template; pick an instruction-tuned VLM that has one.")
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_id, dtype=_torch_dtype(torch_dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+    )
+    return processor, model.to(device).eval()
+
+
 class VLMDescriber:
     """Prompts a transformers image-text-to-text model (`AutoProcessor` + `AutoModelForImageTextToText`).
 
@@ -313,28 +336,12 @@ class VLMDescriber:
         torch_dtype: str = "auto",
         trust_remote_code: bool = False,
     ):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         self.model_id = model_id
         self.prompt, self.prompt_version = read_prompt(prompt_file)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.max_sources = max_sources
-        self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-        if getattr(self.processor, "chat_template", None) is None:
-            raise ValueError(
-                f"`vlm_model` {model_id!r} has no chat template; pick an instruction-tuned VLM that has one."
-            )
-        tokenizer = getattr(self.processor, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.padding_side = "left"  # batched generation appends after the prompt
-        self.model = (
-            AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=_torch_dtype(torch_dtype), trust_remote_code=trust_remote_code, use_safetensors=True
-            )
-            .to(device)
-            .eval()
-        )
+        self.processor, self.model = load_vlm(model_id, str(device), torch_dtype, trust_remote_code)
         self.device = device
 
     @classmethod
@@ -377,8 +384,15 @@ class VLMDescriber:
 class JSONColumnDescriber:
     """Reads descriptions already present in a text column (e.g. produced offline by a larger VLM).
 
-    Each cell holds the JSON the prompt asks for; it goes through the same [`parse_description`].
+    Each cell holds the JSON the prompt asks for (see `dataset_builder/prompts/describe_v1.txt`); it goes through
+    the same [`parse_description`]. Needs no model: with `imagefolder:` and a `metadata.csv` holding `file_name` and
+    `description` columns it describes a user's own images offline.
     """
+
+    @staticmethod
+    def required_columns(column: str = "description", **_) -> list[str]:
+        """Image-corpus columns this describer reads, for the build's check before describing."""
+        return [column]
 
     def __init__(self, column: str = "description", max_sources: int = 4, model_id: str = "precomputed"):
         self.column, self.max_sources, self.model_id, self.prompt_version = (
@@ -472,7 +486,9 @@ def describe_sounds(
             images.append(decode_image(cell))
             good.append(i)
         except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError) for corrupt files
-            out["skip_reason"][i] = f"corrupt image: {type(err).__name__}: {err}"[:300]
+            path = cell.get("path") if isinstance(cell, dict) else None
+            where = f" ({path})" if path else ""
+            out["skip_reason"][i] = f"corrupt image{where}: {type(err).__name__}: {err}"[:400]
     if not good:
         return out
     sub = {k: [v[i] for i in good] for k, v in batch.items()}

@@ -7,14 +7,13 @@ itself with a transformers `ClapModel`, so unlabelled audio is retrieved from th
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 
 import numpy as np
 import torch
 
-from ..audio import load_audio, resample, to_mono
+from ..audio import decode_audio, resample, to_mono
 
 logger = logging.getLogger(__name__)
 
@@ -57,44 +56,6 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return emb.float().cpu()
-
-
-def decode_audio_cell(cell, max_seconds: float | None = None) -> tuple[torch.Tensor, int]:
-    """A `datasets.Audio(decode=False)` cell (`{"bytes", "path"}`) -> `(channels, samples)` float32 and rate.
-
-    Raises `ValueError` for undecodable, empty or non-finite audio.
-    """
-    import soundfile as sf
-
-    if not isinstance(cell, dict):
-        raise ValueError(f"unsupported audio cell of type {type(cell).__name__}")
-    data = cell.get("bytes")
-    if data:
-        try:
-            with sf.SoundFile(io.BytesIO(data)) as f:
-                frames = -1 if max_seconds is None else min(f.frames, int(np.ceil(max_seconds * f.samplerate)))
-                wav = torch.from_numpy(f.read(frames=frames, dtype="float32", always_2d=True).T.copy())
-                sr = f.samplerate
-        except sf.LibsndfileError:
-            try:
-                from torchcodec.decoders import AudioDecoder
-
-                decoder = AudioDecoder(data)
-                samples = (
-                    decoder.get_samples_played_in_range(0.0, max_seconds) if max_seconds else decoder.get_all_samples()
-                )
-                wav, sr = samples.data.to(torch.float32), int(samples.sample_rate)
-            except Exception as err:  # torchcodec raises RuntimeError/ValueError variants
-                raise ValueError(f"undecodable audio bytes ({err})") from err
-    elif cell.get("path"):
-        wav, sr = load_audio(cell["path"], max_seconds=max_seconds)
-    else:
-        raise ValueError("audio cell has neither bytes nor path")
-    if wav.numel() == 0:
-        raise ValueError("empty audio")
-    if not torch.isfinite(wav).all():
-        raise ValueError("audio has NaN or infinite samples")
-    return wav, int(sr)
 
 
 class ClapEmbedder:
@@ -146,6 +107,19 @@ class ClapEmbedder:
         return torch.nn.functional.normalize(torch.cat(chunks), dim=1)
 
 
+def source_suffix(cell) -> str:
+    """` (<file name>)` for a cell that came from a file, so a skip reason names it; empty otherwise."""
+    path = cell.get("path") if isinstance(cell, dict) else None
+    return f" ({path})" if path else ""
+
+
+def too_short_reason(seconds: float, min_seconds: float, cell) -> str:
+    return (
+        f"too short{source_suffix(cell)}: {seconds:.3f} s < `min_clip_seconds` {min_seconds} s (looping it would "
+        "make a buzz, not its sound)"
+    )
+
+
 def clip_text(batch: dict, i: int, text_columns: list[str], label_names: dict[str, list[str]]) -> str:
     """The text of clip `i`: its text columns joined with "; " (ClassLabel ints mapped to names)."""
     parts = []
@@ -172,11 +146,13 @@ def embed_audio_corpus(
     text_columns: list[str],
     label_names: dict,
     max_seconds: float | None = None,
+    min_seconds: float = 0.0,
 ) -> dict:
     """Index stage (batched): `clip_text`, `embedding`, `valid` and `invalid_reason` per clip.
 
-    Every clip is decoded once (the first `max_seconds`), so corrupt audio is found here and kept out of the bank.
-    With the CLAP backend the decoded audio is embedded; otherwise the clip's text.
+    Every clip is decoded once (the first `max_seconds`), so corrupt, silent or too short (< `min_seconds`) audio is
+    found here and kept out of the bank; the reason names the clip's file when it has one. With the CLAP backend
+    the decoded audio is embedded; otherwise the clip's text.
     """
     n = len(batch[audio_column])
     texts = [clip_text(batch, i, text_columns, label_names) for i in range(n)]
@@ -184,13 +160,16 @@ def embed_audio_corpus(
     is_clap = isinstance(embedder, ClapEmbedder)
     for i, cell in enumerate(batch[audio_column]):
         try:
-            wav, sr = decode_audio_cell(cell, max_seconds=max_seconds)
+            wav, sr = decode_audio(cell, max_seconds=max_seconds, arg="audio clip")
+            if wav.shape[-1] < min_seconds * sr:
+                valid[i], reasons[i] = False, too_short_reason(wav.shape[-1] / sr, min_seconds, cell)
+                continue
             if float(wav.abs().max()) == 0.0:
                 raise ValueError("silent audio")
             if is_clap:
                 waves[i] = resample(to_mono(wav), sr, embedder.sampling_rate).numpy()
-        except ValueError as err:
-            valid[i], reasons[i] = False, f"corrupt audio: {err}"[:300]
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            valid[i], reasons[i] = False, f"corrupt audio{source_suffix(cell)}: {err}"[:400]
         if valid[i] and not is_clap and not texts[i]:
             valid[i], reasons[i] = False, "no text for this clip in `audio_text_columns`"
     ok = [i for i in range(n) if valid[i]]

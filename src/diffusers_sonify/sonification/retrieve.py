@@ -113,19 +113,30 @@ class VLMReranker:
         "Answer with the number only.\n{options}"
     )
 
-    def __init__(self, model_id: str, device: str = "cpu", max_new_tokens: int = 4, trust_remote_code: bool = False):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    def __init__(
+        self,
+        model_id: str,
+        device: str = "cpu",
+        max_new_tokens: int = 4,
+        torch_dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ):
+        from .describe import load_vlm
 
         self.model_id = model_id
-        self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-        self.model = (
-            AutoModelForImageTextToText.from_pretrained(
-                model_id, trust_remote_code=trust_remote_code, use_safetensors=True
-            )
-            .to(device)
-            .eval()
-        )
+        # the describer's cached loader: the same VLM is loaded once for describing and re-ranking
+        self.processor, self.model = load_vlm(model_id, str(device), torch_dtype, trust_remote_code)
         self.device, self.max_new_tokens = device, max_new_tokens
+
+    @classmethod
+    def from_config(cls, config, device: str = "cpu") -> "VLMReranker":
+        """`rerank_model` (default `vlm_model`) with the config's dtype and remote-code setting."""
+        return cls(
+            config.rerank_model or config.vlm_model,
+            device=device,
+            torch_dtype=config.torch_dtype,
+            trust_remote_code=config.trust_remote_code,
+        )
 
     def choose(self, image, name: str, options: list[str]) -> int | None:
         """Index into `options` of the model's choice, or `None` when its answer is not a valid number."""

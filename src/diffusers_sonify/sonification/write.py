@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..data import load_dataset_folder
-from .config import BUILDER_VERSION
+from .config import BUILDER_VERSION, REPO_ID_PATTERN
 from .report import BuildReport
 
 logger = logging.getLogger(__name__)
 
-DATA_GLOB = "data/train-*.parquet"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+@contextmanager
+def no_progress_bars():
+    """Silence `datasets`' bars for bookkeeping steps (saving a stage, writing Parquet): a build shows one bar per
+    stage, not a bar per save nested inside it."""
+    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def _embed_image_bytes(batch: dict) -> dict:
@@ -27,31 +39,46 @@ def _embed_image_bytes(batch: dict) -> dict:
     return {"image": cells}
 
 
-def write_parquet_shards(dataset, folder: Path, rows_per_shard: int, sample_rate: int) -> list[Path]:
-    """`dataset` (image/audio as `{"bytes", "path"}` cells) -> `folder/data/train-XXXXX-of-YYYYY.parquet`.
+def write_parquet_shards(dataset, folder: Path, rows_per_shard: int, sample_rate: int) -> tuple[list[Path], str]:
+    """`dataset` (image/audio as `{"bytes", "path"}` cells) -> `folder/data/train-<content>-XXXXX-of-YYYYY.parquet`.
 
     Image and audio bytes are embedded, and the `Image()` / `Audio(sampling_rate)` features are stored in the
     Parquet schema, so `load_dataset(folder)` decodes them.
+
+    `<content>` is a hash of the shards' bytes, and the card's `data_files` pattern names it
+    ([`data_files_pattern`]). datasets 5.2 keys its cache of a local folder on the folder's name and the card's
+    `configs` only, so without it `load_dataset(folder)` returns the rows of an earlier build in the same folder,
+    or of another build in a folder with the same name. Returns the shard paths and the content hash.
     """
     from datasets import Audio, Image
 
-    dataset = (
-        dataset.map(_embed_image_bytes, batched=True, input_columns=None, desc="Embedding image bytes")
-        if len(dataset)
-        else dataset
-    )
+    if len(dataset):
+        dataset = dataset.map(_embed_image_bytes, batched=True, desc="Embedding image bytes")
     dataset = dataset.cast_column("image", Image()).cast_column("audio", Audio(sampling_rate=sample_rate))
     (folder / "data").mkdir(parents=True, exist_ok=True)
     num_shards = max(1, math.ceil(len(dataset) / rows_per_shard))
-    paths = []
+    staged, digest = [], hashlib.sha256()
     for index in range(num_shards):
-        path = folder / "data" / f"train-{index:05d}-of-{num_shards:05d}.parquet"
-        dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path))
-        paths.append(path)
-    return paths
+        path = folder / "data" / f"shard-{index:05d}.parquet.partial"
+        with no_progress_bars():
+            dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path))
+        digest.update(path.read_bytes())
+        staged.append(path)
+    content = digest.hexdigest()[:16]
+    paths = []
+    for index, path in enumerate(staged):
+        final = folder / "data" / f"train-{content}-{index:05d}-of-{num_shards:05d}.parquet"
+        path.rename(final)
+        paths.append(final)
+    return paths, content
 
 
-def render_card(config, report: BuildReport, provenance: dict, columns: list[str]):
+def data_files_pattern(content: str) -> str:
+    """The card's `data_files` pattern for the shards of one build (see [`write_parquet_shards`])."""
+    return f"data/train-{content}-*.parquet"
+
+
+def render_card(config, report: BuildReport, provenance: dict, columns: list[str], data_files: str):
     """The dataset card (huggingface_hub `DatasetCard`) from `model_cards/dataset_card.md.j2`."""
     from huggingface_hub import DatasetCardData
 
@@ -61,7 +88,7 @@ def render_card(config, report: BuildReport, provenance: dict, columns: list[str
         license=config.license,
         pretty_name=config.dataset_name,
         tags=["audio", "image", "sonification", "synthetic", "diffusers-sonify"],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": DATA_GLOB}]}],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}],
     )
     mapping = {
         "lufs": {p: {d: round(config.target_lufs(p, d), 1) for d in ("near", "mid", "far")} for p in (1.0, 0.5, 0.0)},
@@ -84,29 +111,31 @@ def render_card(config, report: BuildReport, provenance: dict, columns: list[str
 
 
 def check_repo_id(repo_id: str) -> str:
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
-        raise ValueError(f"`push_to_hub` must be a repo id `org/name`, got {repo_id!r}.")
+    if not isinstance(repo_id, str) or not REPO_ID_PATTERN.match(repo_id):
+        raise ValueError(f"`hub_model_id` must be a Hub repo id `org/name`, got {repo_id!r}.")
     return repo_id
 
 
 def push_dataset_folder(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Publish a built folder: `Dataset.push_to_hub` (Parquet with embedded media) then the card and report.
+    """Publish a built folder as it is: it is already in Hub layout (Parquet shards with embedded media, the card
+    whose `configs` name them, `build_report.json`), so the repo loads exactly like the folder.
 
     Returns the repo URL.
     """
-    from huggingface_hub import DatasetCard, HfApi
+    from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
     folder = Path(folder)
-    dataset = load_dataset_folder(folder, split="train")
-    dataset.push_to_hub(repo_id, split="train", private=private, token=token)
-    DatasetCard.load(folder / "README.md").push_to_hub(repo_id, repo_type="dataset", token=token)
+    if not (folder / "README.md").is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a built dataset folder (no README.md); build it first.")
     api = HfApi(token=token)
-    api.upload_file(
-        path_or_fileobj=str(folder / "build_report.json"),
-        path_in_repo="build_report.json",
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(
+        folder_path=str(folder),
         repo_id=repo_id,
         repo_type="dataset",
+        commit_message=f"Upload sonified dataset (diffusers-sonify builder {BUILDER_VERSION})",
+        delete_patterns=["data/*.parquet"],  # shards of an earlier build
     )
     return f"{api.endpoint}/datasets/{repo_id}"
 

@@ -1,0 +1,134 @@
+"""Stage contracts: ids checked at joins, too-short clips rejected at indexing, the VLM reranker on a tiny random
+VLM through the describer's cached loader, and built folders that plain `load_dataset` reads as they are now."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from sonify_helpers import PROMPT, clip, png_bytes, tiny_llava, wav_bytes
+
+from diffusers_sonify.sonification import (
+    BuilderConfig,
+    BuildReport,
+    SentenceTransformerEmbedder,
+    VLMDescriber,
+    VLMReranker,
+    embed_audio_corpus,
+)
+from diffusers_sonify.sonification.builder import join_on_image_id, retrieve_candidates, write_output
+from diffusers_sonify.sonification.describe import load_vlm
+
+SR = 16_000
+
+
+def test_join_checks_ids_row_by_row():
+    from datasets import Dataset
+
+    a = Dataset.from_dict({"image_id": ["x", "y", "z"], "scene": [1, 2, 3]})
+    b = Dataset.from_dict({"image_id": ["x", "y", "z"], "sources": [4, 5, 6]})
+    joined = join_on_image_id([a, b], "retrieve")
+    assert joined.column_names == ["image_id", "scene", "sources"] and joined["sources"] == [4, 5, 6]
+    shuffled = Dataset.from_dict({"image_id": ["x", "z", "y"], "sources": [4, 6, 5]})
+    with pytest.raises(RuntimeError, match="retrieve: stage outputs disagree on image ids at row 1"):
+        join_on_image_id([a, shuffled], "retrieve")
+    with pytest.raises(RuntimeError, match="at row 2"):
+        join_on_image_id([a, b.select([0, 1])], "assemble")
+
+
+class _TextOnly:
+    """Stands in for the text embedder: a fixed vector per text (the index stage only needs `embed_texts`)."""
+
+    def embed_texts(self, texts):
+        return torch.ones(len(texts), 4)
+
+
+def test_clips_shorter_than_the_minimum_are_rejected_with_their_file():
+    cells = [
+        {"bytes": wav_bytes(clip(0)), "path": "long.wav"},
+        {"bytes": wav_bytes(np.array([0.5], np.float32)), "path": "one_sample.wav"},
+        {"bytes": wav_bytes(clip(1, seconds=0.05)), "path": None},
+    ]
+    out = embed_audio_corpus(
+        {"audio": cells, "label": ["a", "b", "c"]},
+        embedder=_TextOnly(),
+        audio_column="audio",
+        text_columns=["label"],
+        label_names={},
+        min_seconds=0.1,
+    )
+    assert out["valid"] == [True, False, False]
+    assert out["invalid_reason"][1].startswith("too short (one_sample.wav): 0.000 s < `min_clip_seconds` 0.1 s")
+    assert out["invalid_reason"][2].startswith("too short: 0.050 s")
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    return tiny_llava(tmp_path_factory.mktemp("llava") / "model")
+
+
+def test_reranker_and_describer_share_one_cached_vlm(llava):
+    load_vlm.cache_clear()
+    config = BuilderConfig(vlm_model=llava, prompt_file=PROMPT, rerank=True, max_new_tokens=8)
+    describer = VLMDescriber.from_config(config)
+    reranker = VLMReranker.from_config(config)
+    assert reranker.model is describer.model and reranker.processor is describer.processor
+    assert load_vlm.cache_info().misses == 1
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png_bytes(0))).convert("RGB")
+    choice = reranker.choose(image, "dog", ["a dog barking", "rain on a roof", "a car horn"])
+    assert choice is None or 0 <= choice < 3  # a random model answers random bytes: either is handled
+    assert reranker.choose(image, "dog", ["a dog barking", "rain on a roof", "a car horn"]) == choice  # greedy
+
+
+def test_retrieval_with_reranking_on_a_tiny_vlm(llava):
+    from datasets import Dataset
+
+    config = BuilderConfig(vlm_model=llava, prompt_file=PROMPT, rerank=True, top_k=2, max_new_tokens=8)
+    described = Dataset.from_dict(
+        {
+            "image_id": ["0", "1"],
+            "sound_sources": [[{"name": "dog", "sound": "a dog barking", "prominence": 1.0, "distance": "near"}], []],
+            "skip_reason": [None, "corrupt image"],
+        }
+    )
+    texts = ["a dog barking", "heavy rain on a roof", "a puppy yapping"]
+    embeddings = SentenceTransformerEmbedder().embed_texts(texts)  # the offline all-MiniLM-L6-v2
+    index = Dataset.from_dict({"embedding": embeddings.tolist(), "valid": [True] * 3, "clip_text": texts})
+    images = Dataset.from_dict({"image": [{"bytes": png_bytes(i), "path": None} for i in range(2)]})
+    candidates = retrieve_candidates(config, described, index, images=images)
+    assert candidates[1] == []
+    (per_source,) = candidates[0]
+    assert sorted(c for c, _ in per_source) == [0, 2]  # the two nearest clips, in the VLM's or cosine order
+
+
+def _write(folder, n_rows: int, seed: int):
+    from datasets import Dataset
+
+    rows = {
+        "image": [{"bytes": png_bytes(seed + i), "path": None} for i in range(n_rows)],
+        "image_id": [f"{seed}-{i}" for i in range(n_rows)],
+        "audio": [{"bytes": wav_bytes(clip(i)), "path": None} for i in range(n_rows)],
+    }
+    config = BuilderConfig(output_dir=str(folder), sample_rate=SR)
+    report = BuildReport(num_images=n_rows, num_rows=n_rows)
+    write_output(config, Dataset.from_dict(rows), report, {"prompt_version": "v", "describer": "d"})
+
+
+def test_plain_load_dataset_sees_a_rebuild_in_place_and_a_same_named_folder(tmp_path):
+    """#10.5: datasets keys a local folder's cache on its name and card; the card's content-derived data_files
+    pattern makes `load_dataset(folder)` return the current rows."""
+    from datasets import load_dataset
+
+    folder = tmp_path / "a" / "sonified"
+    _write(folder, 3, seed=0)
+    assert load_dataset(str(folder), split="train")["image_id"] == ["0-0", "0-1", "0-2"]
+    _write(folder, 1, seed=10)  # rebuild in place: 3 rows -> 1 row
+    assert load_dataset(str(folder), split="train")["image_id"] == ["10-0"]
+    other = tmp_path / "b" / "sonified"  # another build in a folder with the same name
+    _write(other, 2, seed=20)
+    assert load_dataset(str(other), split="train")["image_id"] == ["20-0", "20-1"]
+    assert load_dataset(str(folder), split="train")["image_id"] == ["10-0"]
+    samples = load_dataset(str(other), split="train")[0]["audio"].get_all_samples()
+    assert samples.sample_rate == SR and np.allclose(samples.data.numpy()[0], clip(0), atol=1e-6)
