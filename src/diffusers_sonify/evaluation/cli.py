@@ -253,7 +253,8 @@ def _aic(scorers: _Scorers, images, labels: list[str]) -> tuple[float, str]:
 
 
 def _probe_readers(scorers: _Scorers):
-    """(loudness(images, label), reverb(images), interpolation(images, a, b), present(images, a, b)) readers."""
+    """Readers `loudness(images, label)`, `reverb(images)`, `interpolation(images, a, b)`, `present(images, a, b)`,
+    the reader's name and the three sweeps' y-axis labels."""
     if scorers.toy is not None:
         from ..toyworld import parse_scenes
         from ..toyworld.evaluation import class_b_fraction
@@ -273,7 +274,8 @@ def _probe_readers(scorers: _Scorers):
         def present(images, a, b):
             return [(names(a)[0] in p.present, names(b)[0] in p.present) for p in parse_scenes(images)]
 
-        return area, indoor, frac, present, "toyworld scene parser (toyworld/parser.py)"
+        axes = ("area of the sound's classes (px)", "darkness: 1 - background brightness", "B / (A + B) area")
+        return area, indoor, frac, present, "toyworld scene parser (toyworld/parser.py)", axes
 
     clip = scorers.clip
 
@@ -295,12 +297,13 @@ def _probe_readers(scorers: _Scorers):
         s = sims(images, [a, b, "an empty scene"])
         return [(bool(r[0] > r[2]), bool(r[1] > r[2])) for r in s]
 
-    return area, indoor, frac, present, f"CLIP text similarity ({clip.name})"
+    axes = ("cosine to the label", "cosine: indoor hall - outdoors", "cosine: B label - A label")
+    return area, indoor, frac, present, f"CLIP text similarity ({clip.name})", axes
 
 
 def run_probes(pipe, sounds, labels, cfg: EvalConfig, scorers: _Scorers, sampling_rate: int, out: Path) -> dict:
     """The four probes on the first sound and the first sound of another label; plots and grids under `out`."""
-    area, indoor, frac, present, reader = _probe_readers(scorers)
+    area, indoor, frac, present, reader, axes = _probe_readers(scorers)
     generate = P.pipeline_generator(
         pipe,
         sampling_rate,
@@ -352,6 +355,7 @@ def run_probes(pipe, sounds, labels, cfg: EvalConfig, scorers: _Scorers, samplin
         "presence": [list(f) for f in flags],
     }
     summary["reader"] = reader
+    summary["axes"] = dict(zip(("loudness", "reverb", "interpolation"), axes))
     _probe_plots(summary, grids, out)
     return summary
 
@@ -377,8 +381,9 @@ def _probe_plots(summary: dict, grids: dict, out: Path) -> None:
         r = summary[name]
         ax.plot(r["values"], r["readings"], marker="o")
         ax.set_xlabel(xlabel)
+        ax.set_ylabel(summary["axes"][name], fontsize=8)
         ax.set_title(f"{name}: Spearman {r['spearman']:.2f}, monotone {r['monotonicity']:.2f}", fontsize=9)
-    axes[0].set_ylabel(summary["reader"][:40], fontsize=8)
+    fig.suptitle(f"Probes read by {summary['reader']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "probes.png", dpi=110)
     plt.close(fig)
