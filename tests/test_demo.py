@@ -24,6 +24,8 @@ REQUIRED_KEYS = {
     "interpolation_inversions",
     "num_eval_images",
     "wall_seconds",
+    "fid_toy",  # issue 12: the field's metrics with the toy world's scorers, beside the floor
+    "fid_toy_floor",
 }
 
 

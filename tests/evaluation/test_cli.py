@@ -112,6 +112,7 @@ def test_cli_end_to_end_with_the_toy_world_scorers(tiny_pipe_dir, toy_dataset, t
     assert (tmp_path / "probes.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_runs_as_a_module_with_a_clip_scorer(tiny_pipe_dir, toy_dataset, tiny_clip_dir, tmp_path):
     cmd = [
         sys.executable,
@@ -140,6 +141,32 @@ def test_cli_runs_as_a_module_with_a_clip_scorer(tiny_pipe_dir, toy_dataset, tin
     saved = _check_outputs(tmp_path, ["clip_score", "iis", "aic"])
     assert saved["models"]["clip_score"] == tiny_clip_dir
     assert 0 <= saved["metrics"]["clip_score"] <= 100
+
+
+def test_cli_takes_fid_reals_from_a_reference_dataset(tiny_pipe_dir, toy_dataset, toy_classifier_dir, tmp_path):
+    reference = _dataset(tmp_path / "reference", n=5)
+    args = [
+        "--pipeline",
+        tiny_pipe_dir,
+        "--dataset",
+        toy_dataset,
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--metrics",
+        "fid",
+        "--num_images",
+        "3",
+        "--scorer",
+        "toyworld",
+        "--toy_classifier",
+        toy_classifier_dir,
+        "--num_inference_steps",
+        "1",
+        "--reference_dataset",
+        reference,
+    ]
+    result = cli.main(args)
+    assert result["num_reference_images"] == 5 and set(result["metrics"]) == {"fid"}
 
 
 @pytest.mark.parametrize(

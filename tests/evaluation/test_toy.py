@@ -37,7 +37,6 @@ def test_eval_scene_dataset_has_single_sources_first_and_matching_renders():
         make_eval_scene_dataset(5)
 
 
-@pytest.mark.slow
 def test_toy_field_metrics_run_the_cli_and_add_the_floor(tiny_pipe_dir, tmp_path):
     renders = list(make_eval_scene_dataset(8, seed=5)["image"])
     field = toy_field_metrics(

@@ -243,6 +243,8 @@ def _class_names(labels: list[str]) -> list[str]:
 
 
 def _aic(scorers: _Scorers, images, labels: list[str]) -> tuple[float, str]:
+    """AIC with the toy classifier (a hit: the top class is one of the sound's classes, `+`-joined for mixtures) or
+    zero-shot CLIP over the set's distinct labels (a hit: the top label is the sound's own)."""
     if scorers.toy is not None:
         logits = scorers.toy.class_logits(images)
         hits = [bool(scorers.toy.label_vector(label)[int(k)]) for label, k in zip(labels, logits.argmax(1))]
