@@ -31,6 +31,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     metrics = demo.main(["--quick", "--output_dir", str(tmp_path)])
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert REQUIRED_KEYS <= set(saved) and saved["quick"] is True
+    # issue 12: the evaluation CLI ran on the demo's model with the toy world's scorers, and the floor beside it
+    assert {"fid_toy", "fid_toy_floor", "kid_toy", "ais_toy", "iis_toy", "aic_toy"} <= set(saved)
+    assert (tmp_path / "evaluation" / "report.md").exists() and "The field's metrics" in (
+        tmp_path / "report.md"
+    ).read_text()
     assert saved["num_eval_images"] == metrics["num_eval_images"] > 0
     assert set(saved["stage_seconds"]) == {"corpora", "audio_encoder", "build", "train", "evaluate"}
     # the real builder paired the unpaired corpora: MiniLM retrieval found the pictured class for every source

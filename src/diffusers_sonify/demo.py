@@ -5,7 +5,9 @@
 3. build the sonified dataset with the real builder program (`dataset_builder/build.py`, toy describer);
 4. train with the real training program (`accelerate launch train_scripts/train.py`);
 5. generate from held-out sounds, measure the images with the scene parser, and write
-   `<output_dir>/report.md` (grids, a loudness-vs-area plot, a metrics table) and `<output_dir>/metrics.json`.
+   `<output_dir>/report.md` (grids, a loudness-vs-area plot, a metrics table) and `<output_dir>/metrics.json`;
+   the field's metrics (FID/KID vs held-out renders with their floor, AIS, IIS, AIC, probes) come from the
+   evaluation CLI with the toy world's scorers (`<output_dir>/evaluation/report.md`).
 
 `--quick` shrinks every stage so the whole chain runs in about a minute (for tests); its numbers mean nothing.
 """
@@ -77,6 +79,8 @@ class DemoSize:
     guidance_scale: float = 5.0  # measured best for the recipe (toyworld/RECIPE.md, run V)
     guidance_rescale: float = 0.7  # keeps strong guidance from over-saturating the flat toy colours
     eval_workers: int = 2  # concurrent generation threads of one torch thread each
+    field_scenes: int = 64  # held-out scenes for the field's metrics (FID/KID, AIS, IIS, AIC)
+    field_classifier: dict | None = None  # train_toy_classifier arguments; None: its defaults
 
 
 QUICK = DemoSize(
@@ -87,6 +91,8 @@ QUICK = DemoSize(
     train_steps=2,
     eval_scale=0,
     sampling_steps=2,
+    field_scenes=8,
+    field_classifier={"num_train": 300, "num_heldout": 100, "steps": 20},
 )
 
 
@@ -200,6 +206,29 @@ def _bar_verdicts(metrics: dict) -> dict[str, bool]:
     return {k: (metrics[k] >= v if op == ">=" else metrics[k] <= v) for k, (op, v) in BARS.items() if k in metrics}
 
 
+def _field_section(metrics: dict) -> str:
+    """The field's metrics (issue 12) measured with the toy world's scorers, beside their floor."""
+    rows = [
+        ("FID, generated vs held-out renders", "fid_toy", "fid_toy_floor"),
+        ("KID, generated vs held-out renders", "kid_toy", "kid_toy_floor"),
+        ("AIS (win rate, class space)", "ais_toy", None),
+        ("IIS (win rate vs the scene's render)", "iis_toy", None),
+        ("AIC (classifier class accuracy)", "aic_toy", None),
+    ]
+    table = "\n".join(
+        f"| {title} | {metrics[key]:.3f} | {'' if floor is None else f'{metrics[floor]:.3f}'} |"
+        for title, key, floor in rows
+    )
+    return (
+        "### The field's metrics, measured in the toy world\n\n"
+        "FID/KID use the features of a classifier trained on toy renders "
+        f"({metrics['toy_classifier_accuracy']:.3f} held-out presence accuracy); the floor is a held-out render set "
+        "against as many training renders. Full report, probes and grids: "
+        "[evaluation/report.md](evaluation/report.md).\n\n"
+        f"| metric | generated | floor |\n|---|---|---|\n{table}\n"
+    )
+
+
 def write_report(out: Path, metrics: dict, sounds, images, parsed, quick: bool) -> None:
     """report.md with grids, the loudness plot and the metrics table."""
     sections = []
@@ -223,6 +252,8 @@ def write_report(out: Path, metrics: dict, sounds, images, parsed, quick: bool) 
         for k in BARS
         if k in metrics
     )
+    if "fid_toy" in metrics:
+        sections.append(_field_section(metrics))
     note = "\n**Quick mode: tiny data and 2 training steps; these numbers mean nothing.**\n" if quick else ""
     (out / "report.md").write_text(
         "# diffusers-sonify toy-world demo\n" + note + "\n"
@@ -234,6 +265,29 @@ def write_report(out: Path, metrics: dict, sounds, images, parsed, quick: bool) 
         f"{metrics['num_eval_images']} evaluation images; whole demo {metrics['wall_seconds']:.0f} s "
         f"(stage times in metrics.json).\n\n" + "\n".join(sections)
     )
+
+
+def _field_metrics(out: Path, model_dir: Path, images_ds, size: DemoSize, seed: int) -> dict:
+    """Issue 12: the evaluation CLI on the demo's model with the toy world's scorers; flat keys for metrics.json."""
+    from .evaluation.toy import toy_field_metrics
+
+    field = toy_field_metrics(
+        out,
+        model_dir,
+        list(images_ds.select(range(size.field_scenes))["image"]),
+        num_scenes=size.field_scenes,
+        seed=seed,
+        classifier_kwargs=size.field_classifier,
+        num_inference_steps=size.sampling_steps,
+        guidance_scale=size.guidance_scale,
+        guidance_rescale=size.guidance_rescale,
+    )
+    keys = {"fid": "fid_toy", "fid_floor": "fid_toy_floor", "kid_mean": "kid_toy", "kid_floor": "kid_toy_floor"}
+    keys.update(ais="ais_toy", ais_mean_cosine="ais_mean_cosine_toy", iis="iis_toy", aic="aic_toy")
+    flat = {new: field[old] for old, new in keys.items()}
+    flat["toy_classifier_accuracy"] = field["classifier"]["presence_exact"]
+    flat["field_metrics"] = field
+    return flat
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -355,6 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["pairing_accuracy"] = pairing_accuracy(*_pictured_and_retrieved(sonified, audio_ds))
     metrics["num_training_pairs"] = len(sonified)
     metrics["encoder_pretraining_losses"] = losses
+    metrics.update(_field_metrics(out, model_dir, images_ds, size, args.seed))
     stage("evaluate", t0)
     metrics["stage_seconds"] = stages
     metrics["wall_seconds"] = round(time.time() - start, 1)

@@ -1,0 +1,46 @@
+"""`evaluate` module: AIS (win-rate), computed by `diffusers_sonify.evaluation.audio_image_similarity`.
+
+Load it from the package: `evaluate.load(diffusers_sonify.evaluation.evaluate_module_path("ais"))`.
+"""
+
+import datasets
+import evaluate
+import numpy as np
+
+from diffusers_sonify.evaluation import audio_image_similarity
+
+_DESCRIPTION = """
+Audio-image similarity as AudioToken (arXiv:2305.13050) and SonicDiffusion (arXiv:2405.00878) compute it: for each
+image, the fraction of distractor sounds (the other sounds of the set) less similar to it than its own sound.
+Chance 0.5, perfect 1.0.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: generated-image embeddings `(N, d)` in a joint audio-image space.
+    references: embeddings of the sounds they were generated from `(N, d)`, same space and order.
+Returns:
+    {"ais": value}
+"""
+
+_CITATION = "diffusers-sonify, src/diffusers_sonify/evaluation/metrics.py (definitions and sources in its docstring)"
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Ais(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
+                    "references": datasets.Sequence(datasets.Value("float64")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        value = audio_image_similarity(np.asarray(predictions), np.asarray(references))
+        return {"ais": value}

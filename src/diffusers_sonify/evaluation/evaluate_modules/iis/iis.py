@@ -1,0 +1,45 @@
+"""`evaluate` module: IIS (win-rate), computed by `diffusers_sonify.evaluation.image_image_similarity`.
+
+Load it from the package: `evaluate.load(diffusers_sonify.evaluation.evaluate_module_path("iis"))`.
+"""
+
+import datasets
+import evaluate
+import numpy as np
+
+from diffusers_sonify.evaluation import image_image_similarity
+
+_DESCRIPTION = """
+Image-image similarity (AudioToken, SonicDiffusion): for each generated image, the fraction of distractor
+references less similar to it than its own sound's reference image. Chance 0.5, perfect 1.0.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: generated-image features `(N, d)`.
+    references: features of each sound's reference image `(N, d)`.
+Returns:
+    {"iis": value}
+"""
+
+_CITATION = "diffusers-sonify, src/diffusers_sonify/evaluation/metrics.py (definitions and sources in its docstring)"
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Iis(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
+                    "references": datasets.Sequence(datasets.Value("float64")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        value = image_image_similarity(np.asarray(predictions), np.asarray(references))
+        return {"iis": value}
