@@ -22,7 +22,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..audio import apply_reverb, gain_to_lufs, limit_peaks, synthetic_impulse_response, validate_waveform
+from ..audio import (
+    TRUE_PEAK_OVERSAMPLING,
+    apply_reverb,
+    gain_to_lufs,
+    limit_peaks,
+    synthetic_impulse_response,
+    validate_waveform,
+)
 from .metrics import spearman
 
 DEFAULT_LUFS_STEPS = (-40.0, -35.0, -30.0, -25.0, -20.0)
@@ -63,7 +70,7 @@ def mixing_sound(clip_a, clip_b, sampling_rate: int, lufs: float = MIX_LUFS) -> 
     a = gain_to_lufs(_clip(clip_a, "clip_a"), sampling_rate, lufs)[0]
     b = gain_to_lufs(_clip(clip_b, "clip_b"), sampling_rate, lufs)[0]
     n = min(len(a), len(b))
-    return limit_peaks(a[:n] + b[:n], sampling_rate, PEAK_CEILING_DBFS).numpy()
+    return limit_peaks(a[:n] + b[:n], sampling_rate, PEAK_CEILING_DBFS, oversampling=TRUE_PEAK_OVERSAMPLING).numpy()
 
 
 def interpolation_sounds(clip_a, clip_b, sampling_rate: int, weights: Sequence[float] = DEFAULT_WEIGHTS, lufs=-25.0):
@@ -73,7 +80,12 @@ def interpolation_sounds(clip_a, clip_b, sampling_rate: int, weights: Sequence[f
     a = gain_to_lufs(_clip(clip_a, "clip_a"), sampling_rate, lufs)[0]
     b = gain_to_lufs(_clip(clip_b, "clip_b"), sampling_rate, lufs)[0]
     n = min(len(a), len(b))
-    return [limit_peaks((1 - w) * a[:n] + w * b[:n], sampling_rate, PEAK_CEILING_DBFS).numpy() for w in weights]
+    return [
+        limit_peaks(
+            (1 - w) * a[:n] + w * b[:n], sampling_rate, PEAK_CEILING_DBFS, oversampling=TRUE_PEAK_OVERSAMPLING
+        ).numpy()
+        for w in weights
+    ]
 
 
 @dataclass

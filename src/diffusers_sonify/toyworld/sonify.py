@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..audio import TRUE_PEAK_OVERSAMPLING, gain_to_lufs, limit_peaks, measure_loudness, synthetic_impulse_response
 from ..audio import apply_reverb as _convolve
-from ..audio import gain_to_lufs, limit_peaks, measure_loudness, synthetic_impulse_response
 from ..audio import mix as _sum
 from .world import SAMPLING_RATE
 
@@ -54,9 +54,10 @@ def apply_reverb(clip: np.ndarray, rt60: float, seed: int) -> np.ndarray:
 
 
 def mix(clips: list[np.ndarray]) -> np.ndarray:
-    """Sum clips and limit peaks to -1 dBFS (the builder's limiter)."""
+    """Sum clips and limit the true peak to -1 dBTP (the builder's limiter, with its oversampling)."""
     summed = _sum([torch.as_tensor(c, dtype=torch.float32) for c in clips])
-    return limit_peaks(summed, SAMPLING_RATE, PEAK_CEILING_DBFS).numpy().astype(np.float32)
+    limited = limit_peaks(summed, SAMPLING_RATE, PEAK_CEILING_DBFS, oversampling=TRUE_PEAK_OVERSAMPLING)
+    return limited.numpy().astype(np.float32)
 
 
 def sonify_scene(scene: dict, clips: list[np.ndarray], seed: int, lufs_range=LUFS_RANGE) -> np.ndarray:
