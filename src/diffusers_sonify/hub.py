@@ -1,36 +1,196 @@
-"""Model and dataset cards rendered from the Jinja templates in the repository's `model_cards/` folder."""
+"""Hub artifacts: model and dataset cards rendered from the packaged templates, and folder pushes.
+
+The Jinja templates are package data (`diffusers_sonify/model_cards/*.md.j2`, the repository's `model_cards/`
+folder), so an installed wheel renders cards outside a source checkout. Cards hold only facts a reader elsewhere can
+use: local paths are replaced by their folder name, and a model's licence follows its base model.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
-# The templates ship beside the package in a source checkout: <repo>/model_cards/*.md.j2
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+logger = logging.getLogger(__name__)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# Licences of base models this project fine-tunes. A derivative carries its base model's licence (the OpenRAIL
+# licences require it: use restrictions pass on to derivatives, CreativeML OpenRAIL-M section III.4).
+BASE_MODEL_LICENSES = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "creativeml-openrail-m",
+    "runwayml/stable-diffusion-v1-5": "creativeml-openrail-m",
+    "CompVis/stable-diffusion-v1-4": "creativeml-openrail-m",
+    "stabilityai/stable-diffusion-2-1": "openrail++",
+    "stabilityai/stable-diffusion-2-1-base": "openrail++",
+    "stabilityai/stable-diffusion-xl-base-1.0": "openrail++",
+}
 
 
 def template_path(name: str, templates_dir: str | os.PathLike | None = None) -> Path:
-    """Path of a card template, e.g. `template_path("dataset_card.md.j2")`; a clear error when missing."""
-    path = Path(templates_dir or TEMPLATES_DIR) / name
+    """Path of a card template shipped with the package (e.g. `template_path("dataset_card.md.j2")`), or of one in
+    `templates_dir`; a clear error when it is missing."""
+    root = Path(templates_dir) if templates_dir else Path(str(resources.files("diffusers_sonify") / "model_cards"))
+    path = root / name
     if not path.is_file():
         raise FileNotFoundError(
-            f"Card template {str(path)!r} not found. Run from a source checkout of diffusers-sonify or pass "
-            "`templates_dir=` pointing at its model_cards/ folder."
+            f"Card template {name!r} not found in {str(root)!r}. Pass `templates_dir=` pointing at a folder that "
+            "holds it, or reinstall diffusers-sonify (the wheel ships them in diffusers_sonify/model_cards)."
         )
     return path
 
 
+def is_local_path(value) -> bool:
+    """True when `value` names a local file or folder rather than a Hub repo id."""
+    if not isinstance(value, (str, os.PathLike)):
+        return False
+    text = os.fspath(value)
+    return os.path.isabs(text) or text.startswith(("./", "../", "~")) or os.path.exists(text)
+
+
+def public_name(value):
+    """`value` as a card may show it: a Hub id unchanged, a local path reduced to `<folder name> (local folder)`."""
+    if value is None or not is_local_path(value):
+        return value
+    return f"{Path(os.fspath(value)).expanduser().resolve().name} (local folder)"
+
+
+def hub_repo_id(value) -> str | None:
+    """`value` when it is a Hub repo id (the only thing card metadata such as `base_model` may name), else None."""
+    if isinstance(value, str) and _REPO_ID.match(value) and not is_local_path(value):
+        return value
+    return None
+
+
+def base_model_license(base_model) -> str | None:
+    """The licence a model fine-tuned from `base_model` inherits: from the table of known bases, or from the
+    `license` in the README metadata of a local base folder. None when unknown."""
+    if base_model is None:
+        return None
+    if not is_local_path(base_model):
+        return BASE_MODEL_LICENSES.get(str(base_model))
+    readme = Path(os.fspath(base_model)).expanduser() / "README.md"
+    if readme.is_file():
+        data = ModelCard.load(readme).data
+        if data.license:
+            return data.license
+        if data.base_model:
+            return base_model_license(data.base_model if isinstance(data.base_model, str) else data.base_model[0])
+    return None
+
+
+def _scrub(value):
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    return public_name(value) if isinstance(value, (str, os.PathLike)) else value
+
+
 def render_model_card(
-    card_data: ModelCardData, template: str = "model_card.md.j2", templates_dir=None, **context
+    card_data: ModelCardData,
+    template: str = "model_card.md.j2",
+    templates_dir=None,
+    *,
+    evaluation: dict | None = None,
+    **context,
 ) -> ModelCard:
-    """Render a model card: YAML metadata from `card_data`, body from the template with `context`."""
-    return ModelCard.from_template(card_data, template_path=str(template_path(template, templates_dir)), **context)
+    """Render a model card: YAML metadata from `card_data`, body from the template with `context`.
+
+    Context keys the packaged template uses: `repo_id`, `base_model`, `audio_encoder`, `dataset`, `lora` (bool),
+    `steps`, `hyperparameters` (dict), `validation_grid` (file name in the repo), and optionally `evaluation`
+    (metric name -> value, shown as a table). Local paths anywhere in the context are reduced to folder names; the
+    metadata's `base_model`/`datasets` keep only Hub ids; the licence is the base model's when it is known.
+    """
+    derived = base_model_license(context.get("base_model"))
+    if derived and derived != card_data.license:
+        logger.info("Model card licence: %s, inherited from the base model (was %s).", derived, card_data.license)
+        card_data.license = derived
+    base = card_data.base_model
+    if base is not None:
+        ids = [b for b in ([base] if isinstance(base, str) else base) if hub_repo_id(b)]
+        card_data.base_model = (ids[0] if len(ids) == 1 else ids) or None
+    if card_data.datasets:
+        card_data.datasets = [d for d in card_data.datasets if hub_repo_id(d)] or None
+    context = _scrub(context)
+    context.setdefault("repo_id", None)
+    context.setdefault("hyperparameters", {})
+    context["license"] = card_data.license
+    text = template_path(template, templates_dir).read_text()
+    return ModelCard.from_template(card_data, template_str=text, evaluation=evaluation or {}, **context)
 
 
 def render_dataset_card(
     card_data: DatasetCardData, template: str = "dataset_card.md.j2", templates_dir=None, **context
 ) -> DatasetCard:
-    """Render a dataset card: YAML metadata from `card_data`, body from the template with `context`."""
-    return DatasetCard.from_template(card_data, template_path=str(template_path(template, templates_dir)), **context)
+    """Render a dataset card: YAML metadata from `card_data`, body from the template with `context`.
+
+    Sets `size_categories` from `context["report"]["num_rows"]` when the caller did not, and reduces local paths in
+    the context (corpus folders, model folders) to folder names.
+    """
+    num_rows = (context.get("report") or {}).get("num_rows")
+    if getattr(card_data, "size_categories", None) is None and isinstance(num_rows, int):
+        card_data.size_categories = [_size_category(num_rows)]
+    context = _scrub(context)
+    context.setdefault("repo_id", None)
+    text = template_path(template, templates_dir).read_text()
+    return DatasetCard.from_template(card_data, template_str=text, **context)
+
+
+def _size_category(n: int) -> str:
+    # The Hub's size_categories buckets
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "n>1M"
+
+
+class HubPushError(RuntimeError):
+    """A push to the Hub failed; the local folder is untouched and the same call can be repeated."""
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    repo_type: str = "model",
+    token: str | None = None,
+    private: bool | None = None,
+    ignore_patterns: list[str] | None = None,
+    commit_message: str = "Upload with diffusers-sonify",
+) -> str:
+    """Create `repo_id` if needed and upload `folder` to it in one commit; returns the commit URL.
+
+    Any network or server failure becomes one [`HubPushError`] that names the repo and the cause. Nothing local is
+    modified, and a repeated call completes the push (large files the server already holds are not re-sent).
+    """
+    import httpx2
+    from huggingface_hub import create_repo, upload_folder
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Cannot push {str(folder)!r}: it is not a folder.")
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+        raise ValueError(f"Repo id must look like `org/name`, got {repo_id!r}.")
+    try:
+        repo_id = create_repo(repo_id, repo_type=repo_type, token=token, private=private, exist_ok=True).repo_id
+        commit = upload_folder(
+            repo_id=repo_id,
+            repo_type=repo_type,
+            folder_path=str(folder),
+            token=token,
+            commit_message=commit_message,
+            ignore_patterns=ignore_patterns,
+        )
+    except (HfHubHTTPError, httpx2.HTTPError, OSError) as e:
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HubPushError(
+            f"Pushing {folder.name!r} to the Hub repo {repo_id!r} failed: {cause}. The local folder is unchanged; "
+            "run the same push again to complete it."
+        ) from None
+    return str(commit.commit_url)
