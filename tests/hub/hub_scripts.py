@@ -3,7 +3,7 @@
 python hub_scripts.py push-pipeline DIR REPO
 python hub_scripts.py push-folder DIR REPO [model|dataset|space]
 python hub_scripts.py generate REPO_OR_DIR OUT.npy [LORA_REPO_OR_DIR]
-python hub_scripts.py pull-files REPO OUT.json [model|dataset|space]
+python hub_scripts.py pull-files REPO OUT_DIR [model|dataset|space]
 python hub_scripts.py pull-dataset REPO OUT.json
 """
 
@@ -74,9 +74,7 @@ def main(argv):
     elif command == "pull-files":
         from huggingface_hub import snapshot_download
 
-        root = Path(snapshot_download(args[0], repo_type=args[2] if len(args) > 2 else "model"))
-        files = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*")}
-        Path(args[1]).write_text(json.dumps({k: v for k, v in files.items() if (root / k).is_file()}))
+        snapshot_download(args[0], repo_type=args[2] if len(args) > 2 else "model", local_dir=args[1])
     elif command == "pull-dataset":
         from datasets import load_dataset
 

@@ -141,7 +141,7 @@ class Handler(BaseHTTPRequestHandler):
         self.query = parse_qs(path.query)
         route = unquote(path.path)
         with self.state.lock:
-            self.state.headers_seen.append(dict(self.headers))
+            self.state.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
         try:
             for method, pattern, handler in ROUTES:
                 match = re.fullmatch(pattern, route)
@@ -154,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.state.requests.append((self.command, "unhandled " + route))
             raise HubError(404, f"no route {self.command} {route}")
         except HubError as e:
-            headers = {"X-Error-Message": e.message}
+            headers = {"X-Error-Message": " ".join(e.message.split())}
             if e.code:
                 headers["X-Error-Code"] = e.code
             self._json({"error": e.message}, e.status, headers)
@@ -360,8 +360,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def validate_yaml(self):
         payload = json.loads(self._body())
+        front = re.match(r"^\s*---\r?\n(.*?)\r?\n---", payload["content"], re.S)
+        if front is None:
+            raise HubError(400, "The card has no YAML metadata block between --- lines")
         try:
-            metadata = yaml.safe_load(payload["content"])
+            metadata = yaml.safe_load(front[1])
         except yaml.YAMLError as e:
             raise HubError(400, f"Invalid YAML: {e}")
         if not isinstance(metadata, dict):

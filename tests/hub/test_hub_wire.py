@@ -30,8 +30,19 @@ def local_files(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and ".cache" not in p.relative_to(folder).parts  # huggingface_hub's local_dir metadata
     }
+
+
+def assert_same_pipeline_files(local: Path, pulled: Path):
+    """Weights and every non-JSON file byte-identical; JSON configs equal up to `_name_or_path` (a re-save's path)."""
+    local_names = sorted(local_files(local))
+    assert set(local_names) <= set(local_files(pulled))
+    for name in local_names:
+        a, b = (local / name).read_bytes(), (pulled / name).read_bytes()
+        if name.endswith(".json"):
+            a, b = ({k: v for k, v in json.loads(x).items() if k != "_name_or_path"} for x in (a, b))
+        assert a == b, name
 
 
 def reference_images(folder, lora=None) -> np.ndarray:
@@ -44,7 +55,7 @@ def reference_images(folder, lora=None) -> np.ndarray:
 
 def assert_token_nowhere(state, *logs: str):
     """The fake token reached the server in Authorization headers, and appears in no log and no pushed file."""
-    assert any(h.get("Authorization") == f"Bearer {FAKE_TOKEN}" for h in state.headers_seen)
+    assert any(h.get("authorization") == f"Bearer {FAKE_TOKEN}" for h in state.headers_seen)
     for log in logs:
         assert FAKE_TOKEN not in log and FAKE_TOKEN[3:] not in log
     for repo in state.repos.values():
@@ -92,12 +103,9 @@ def test_server_speaks_the_hub_protocol(hub, tmp_path):
 def test_pipeline_push_pull_round_trip(hub, hub_env, tiny_pipe_dir, tmp_path):
     state, _ = hub
     pushed = run_script(hub_env, "push-pipeline", tiny_pipe_dir, "org/sonify-tiny")
-    files = tmp_path / "files.json"
-    pulled = run_script(hub_env, "pull-files", "org/sonify-tiny", files)
-    remote = json.loads(files.read_text())
-    local = local_files(Path(tiny_pipe_dir))
-    assert {k: remote[k] for k in local} == local  # byte-identical weights and configs
-    assert "README.md" in remote  # push_to_hub wrote a card
+    pulled = run_script(hub_env, "pull-files", "org/sonify-tiny", tmp_path / "pulled")
+    assert_same_pipeline_files(Path(tiny_pipe_dir), tmp_path / "pulled")
+    assert (tmp_path / "pulled" / "README.md").is_file()  # push_to_hub wrote a card
     out = tmp_path / "pulled.npy"
     generated = run_script(hub_env, "generate", "org/sonify-tiny", out)
     np.testing.assert_allclose(np.load(out), reference_images(tiny_pipe_dir), atol=1e-4)
@@ -174,15 +182,12 @@ def test_training_output_push_pull_and_card_quickstart(hub, hub_env, tmp_path):
     train = subprocess.run(cmd, env=hub_env, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-5000:]
 
-    files = tmp_path / "files.json"
-    run_script(hub_env, "pull-files", "org/sonify-trained", files)
+    run_script(hub_env, "pull-files", "org/sonify-trained", tmp_path / "pulled")
     from diffusers_sonify.training_utils import files_to_push
 
-    local = local_files(out_dir)
-    assert json.loads(files.read_text()).keys() - {".gitattributes"} == set(files_to_push(out_dir))
-    assert {k: local[k] for k in files_to_push(out_dir)} == {
-        k: v for k, v in json.loads(files.read_text()).items() if k != ".gitattributes"
-    }
+    local, remote = local_files(out_dir), local_files(tmp_path / "pulled")
+    assert remote.keys() - {".gitattributes"} == set(files_to_push(out_dir))
+    assert {k: local[k] for k in files_to_push(out_dir)} == {k: v for k, v in remote.items() if k != ".gitattributes"}
     out = tmp_path / "pulled.npy"
     run_script(hub_env, "generate", "org/sonify-trained", out, "org/sonify-trained")
     np.testing.assert_allclose(np.load(out), reference_images(out_dir, lora=str(out_dir)), atol=1e-4)
