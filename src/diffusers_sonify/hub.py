@@ -187,10 +187,17 @@ def push_folder(
             commit_message=commit_message,
             ignore_patterns=ignore_patterns,
         )
-    except (HfHubHTTPError, httpx2.HTTPError, OSError) as e:
-        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # huggingface_hub reports a failed large-file upload as RuntimeError("Error while uploading ...") chained to the
+    # HTTP error; both lines go into the one message.
+    except (HfHubHTTPError, httpx2.HTTPError, OSError, RuntimeError) as e:
+        causes, error = [], e
+        while error is not None and len(causes) < 4:
+            line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if line not in causes:
+                causes.append(line)
+            error = error.__cause__ or error.__context__
         raise HubPushError(
-            f"Pushing {folder.name!r} to the Hub repo {repo_id!r} failed: {cause}. The local folder is unchanged; "
-            "run the same push again to complete it."
+            f"Pushing {folder.name!r} to the Hub repo {repo_id!r} failed: {' <- '.join(causes)}. The local folder is "
+            "unchanged; run the same push again to complete it."
         ) from None
     return str(commit.commit_url)

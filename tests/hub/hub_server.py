@@ -210,9 +210,11 @@ class Handler(BaseHTTPRequestHandler):
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
         url = f"{self.base}/{PREFIX[repo_type]}{repo_id}"
         with self.state.lock:
-            if (repo_type, repo_id) in self.state.repos:
-                raise HubError(409, "You already created this model repo")
-            self.state.create(repo_type, repo_id, payload.get("visibility") == "private")
+            exists = (repo_type, repo_id) in self.state.repos
+            if not exists:
+                self.state.create(repo_type, repo_id, payload.get("visibility") == "private")
+        if exists:  # the Hub answers 409 with the repo URL; `create_repo(exist_ok=True)` reads it
+            return self._json({"error": "You already created this repo", "url": url}, 409)
         self._json({"url": url, "name": repo_id, "id": repo_id})
 
     def repo_info(self, plural, repo_id, revision=None):
