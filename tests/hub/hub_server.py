@@ -102,6 +102,51 @@ class HubState:
         return entry["data"] if "data" in entry else self.lfs[entry["lfs"]]
 
 
+# The Hub's licence identifiers this project can produce or meet (a subset of the Hub's list).
+KNOWN_LICENSES = {
+    "apache-2.0",
+    "mit",
+    "openrail",
+    "openrail++",
+    "creativeml-openrail-m",
+    "bigscience-openrail-m",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-4.0",
+    "cc0-1.0",
+    "bsd-3-clause",
+    "gpl-3.0",
+    "other",
+    "unknown",
+}
+SIZE_CATEGORIES = {"n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "n>1M"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def metadata_errors(metadata: dict, repo_type: str) -> list[str]:
+    """The checks the Hub applies to card metadata that this project's cards exercise."""
+    errors = []
+    if "license" in metadata and metadata["license"] not in KNOWN_LICENSES:
+        errors.append(f"license {metadata['license']!r} is not a known licence id")
+    for key in ("tags", "datasets", "size_categories", "task_categories"):
+        value = metadata.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            errors.append(f"{key} must be a list of strings")
+    for key in ("base_model", "datasets"):
+        value = metadata.get(key)
+        for repo in [value] if isinstance(value, str) else value or []:
+            if not HUB_ID.match(str(repo)):
+                errors.append(f"{key} {repo!r} is not a Hub repo id")
+    if not set(metadata.get("size_categories") or []) <= SIZE_CATEGORIES:
+        errors.append("size_categories has an unknown bucket")
+    for config in metadata.get("configs") or []:
+        if not (isinstance(config, dict) and "config_name" in config and "data_files" in config):
+            errors.append("each configs entry needs config_name and data_files")
+    if repo_type == "model" and "library_name" in metadata and not isinstance(metadata["library_name"], str):
+        errors.append("library_name must be a string")
+    return errors
+
+
 class HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None):
         super().__init__(message)
@@ -371,6 +416,9 @@ class Handler(BaseHTTPRequestHandler):
             raise HubError(400, f"Invalid YAML: {e}")
         if not isinstance(metadata, dict):
             raise HubError(400, "Card metadata must be a YAML mapping")
+        errors = metadata_errors(metadata, payload.get("repoType", "model"))
+        if errors:
+            raise HubError(400, "Invalid metadata in README.md: " + "; ".join(errors))
         self._json({"errors": [], "warnings": []})
 
     def resolve(self, prefix, repo_id, revision, path):
