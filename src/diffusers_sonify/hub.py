@@ -201,3 +201,70 @@ def push_folder(
             "unchanged; run the same push again to complete it."
         ) from None
     return str(commit.commit_url)
+
+
+# ------------------------------------------------------------------------------------- self-contained export
+# Modules whose code goes into the exported repo, in dependency order; their relative imports are removed because
+# the concatenation defines every name they import.
+_EXPORTED_MODULES = (
+    "audio.py",
+    "models/audio_encoders.py",
+    "models/audio_projection.py",
+    "pipelines/audio_to_image.py",
+)
+_RELATIVE_IMPORT = re.compile(r"^from \.+[\w.]* import (\([^)]*\)|[^\n]*)\n", re.M)
+
+
+def _module_body(relative: str) -> str:
+    text = (resources.files("diffusers_sonify") / relative).read_text()
+    text = text.replace("from __future__ import annotations\n", "")
+    return _RELATIVE_IMPORT.sub("", text)
+
+
+def export_remote_code(pipeline_dir: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """Write a copy of a saved `AudioToImagePipeline` folder that loads without diffusers-sonify installed.
+
+    The repo gets `pipeline.py` (the pipeline with the audio helpers and adapter it uses) and
+    `audio_projection/audio_projection.py` (the adapter as a diffusers custom component), and `model_index.json`
+    points at them, so `DiffusionPipeline.from_pretrained(<repo>, trust_remote_code=True)` loads it. It also gets the
+    Inference Endpoints `handler.py` and its `requirements.txt`. Weights are copied unchanged.
+
+    Args:
+        pipeline_dir: a folder written by `AudioToImagePipeline.save_pretrained` (or a training output).
+        output_dir: where to write the repo folder (created; must not exist or be empty).
+    Returns:
+        The output folder.
+    """
+    import json
+    import shutil
+
+    source, out = Path(pipeline_dir), Path(output_dir)
+    index_path = source / "model_index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{str(source)!r} has no model_index.json: pass a saved AudioToImagePipeline folder.")
+    index = json.loads(index_path.read_text())
+    if index.get("_class_name") != "AudioToImagePipeline":
+        raise ValueError(f"{str(source)!r} holds a {index.get('_class_name')}, not an AudioToImagePipeline.")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"Export folder {str(out)!r} is not empty; choose a new folder.")
+    shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", "logs"))
+
+    code = "from __future__ import annotations\n\n" + "\n\n".join(_module_body(m) for m in _EXPORTED_MODULES)
+    # The adapter is loaded from its component file, a different module than the copy in pipeline.py: annotate the
+    # pipeline argument with the base class so diffusers' type check accepts it.
+    code = code.replace("audio_projection: AudioProjectionModel,", "audio_projection: ModelMixin,", 1)
+    header = '"""AudioToImagePipeline (diffusers-sonify), self-contained for `trust_remote_code=True` loading."""\n'
+    (out / "pipeline.py").write_text(header + code)
+    adapter = "from __future__ import annotations\n\n" + _module_body("models/audio_projection.py")
+    (out / "audio_projection" / "audio_projection.py").write_text(adapter)
+    for name in ("handler.py", "requirements.txt"):
+        (out / name).write_text((resources.files("diffusers_sonify") / "hub_files" / name).read_text())
+    for path in (out / "pipeline.py", out / "audio_projection" / "audio_projection.py"):
+        leftover = re.findall(r"^\s*(?:from|import) (?:\.|diffusers_sonify)\S*", path.read_text(), re.M)
+        if leftover:
+            raise RuntimeError(f"Exported {path.name} still imports {leftover}; update `_EXPORTED_MODULES`.")
+
+    index["_class_name"] = ["pipeline", "AudioToImagePipeline"]
+    index["audio_projection"] = ["audio_projection", "AudioProjectionModel"]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return out

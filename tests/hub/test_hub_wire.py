@@ -21,7 +21,7 @@ import torch
 from conftest import FAKE_TOKEN, run_script
 from hub_scripts import SR, example_sound, rows_digest
 
-from diffusers_sonify.hub import HubPushError, push_folder
+from diffusers_sonify.hub import push_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -262,18 +262,21 @@ def test_push_survives_server_errors_and_retry_completes(hub, hub_env, tiny_pipe
     assert {p: hashlib.sha256(state.file_bytes(e)).hexdigest() for p, e in head.items() if p in before} == before
 
 
-def test_push_to_unreachable_hub_is_one_clear_error(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+@pytest.mark.slow
+def test_push_to_unreachable_hub_is_one_clear_error(hub_env, tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
-    with pytest.raises(HubPushError, match=r"Pushing 'model' to the Hub repo 'org/x' failed: .*run the same push"):
-        push_folder(tmp_path / "model", "org/x", token=FAKE_TOKEN)
+    env = dict(hub_env, HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    failed = run_script(env, "push-folder", tmp_path / "model", "org/x", check=False, timeout=120)
+    errors = [line for line in failed.stderr.splitlines() if re.match(r"[\w.]+(Error|Exception): ", line)]
+    assert failed.returncode != 0 and len(errors) == 1, failed.stderr[-3000:]
+    assert re.match(
+        r"diffusers_sonify.hub.HubPushError: Pushing 'model' to the Hub repo 'org/x' failed: .*", errors[0]
+    )
+    assert "refused" in errors[0].lower() and "run the same push again" in errors[0]
     assert (tmp_path / "model" / "config.json").read_text() == "{}"
     with pytest.raises(ValueError, match="org/name"):
         push_folder(tmp_path / "model", "no-namespace")

@@ -1,0 +1,44 @@
+"""Load an exported diffusers-sonify repo with plain diffusers and generate, in an interpreter WITHOUT the package.
+
+    python -S remote_code_client.py REPO_OR_DIR OUT.npy [--no-trust]
+
+Run with `-S` and PYTHONPATH=<site-packages>: no .pth file is processed, so the editable install of diffusers_sonify
+is invisible. With --no-trust it prints the loading error instead.
+"""
+
+import sys
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+SR = 16_000
+
+
+def main(repo, out, *flags):
+    try:
+        import diffusers_sonify  # noqa: F401
+
+        raise SystemExit("diffusers_sonify is importable here; this client must run without it")
+    except ModuleNotFoundError:
+        pass
+    if "--no-trust" in flags:
+        try:
+            DiffusionPipeline.from_pretrained(repo)
+        except Exception as e:  # report whatever diffusers raises
+            print(f"LOAD ERROR: {type(e).__name__}: {e}")
+            return
+        raise SystemExit("loaded remote code without trust_remote_code")
+    pipe = DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    t = np.arange(SR) / SR
+    sound = (0.5 * np.sin(2 * np.pi * 440.0 * t) * np.minimum(1.0, t / 0.01)).astype(np.float32)
+    images = pipe(
+        sound, sampling_rate=SR, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
+    np.save(out, images)
+    print("CLASS", type(pipe).__module__, type(pipe).__name__)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

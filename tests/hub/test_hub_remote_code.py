@@ -1,0 +1,54 @@
+"""The self-contained export: plain `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` in an
+interpreter that cannot import diffusers_sonify, from a folder and from the (loopback) Hub."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_script
+from test_hub_wire import reference_images
+
+from diffusers_sonify.hub import export_remote_code
+
+CLIENT = str(Path(__file__).resolve().parent / "remote_code_client.py")
+
+
+def run_without_package(env, *args) -> subprocess.CompletedProcess:
+    """`python -S` with only site-packages on the path: .pth files (the editable install) are not processed."""
+    env = dict(env, PYTHONPATH=sysconfig.get_paths()["purelib"])
+    proc = subprocess.run([sys.executable, "-S", CLIENT, *map(str, args)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def test_export_rejects_what_it_cannot_export(tmp_path, tiny_pipe_dir):
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        export_remote_code(tmp_path, tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_remote_code(tiny_pipe_dir, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_remote_code_loads_without_the_package(hub, hub_env, tiny_pipe_dir, tmp_path):
+    exported = export_remote_code(tiny_pipe_dir, tmp_path / "export")
+    assert {"pipeline.py", "handler.py", "requirements.txt"} <= set(os.listdir(exported))
+    reference = reference_images(tiny_pipe_dir)
+
+    local = run_without_package(hub_env, exported, tmp_path / "local.npy")
+    assert "CLASS diffusers_modules" in local.stdout and "Expected types" not in local.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "local.npy"), reference, atol=1e-4)
+
+    run_script(hub_env, "push-folder", exported, "org/sonify-remote-code")
+    run_without_package(hub_env, "org/sonify-remote-code", tmp_path / "hub.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "hub.npy"), reference, atol=1e-4)
+
+    refused = run_without_package(hub_env, "org/sonify-remote-code", tmp_path / "x.npy", "--no-trust")
+    assert "LOAD ERROR" in refused.stdout and "trust_remote_code=True" in refused.stdout
