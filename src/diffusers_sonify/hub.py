@@ -178,7 +178,10 @@ def push_folder(
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
         raise ValueError(f"Repo id must look like `org/name`, got {repo_id!r}.")
     try:
-        repo_id = create_repo(repo_id, repo_type=repo_type, token=token, private=private, exist_ok=True).repo_id
+        sdk = "gradio" if repo_type == "space" else None  # a Space needs an SDK; the app is spaces/app.py
+        repo_id = create_repo(
+            repo_id, repo_type=repo_type, token=token, private=private, exist_ok=True, space_sdk=sdk
+        ).repo_id
         commit = upload_folder(
             repo_id=repo_id,
             repo_type=repo_type,
@@ -267,4 +270,21 @@ def export_remote_code(pipeline_dir: str | os.PathLike, output_dir: str | os.Pat
     index["_class_name"] = ["pipeline", "AudioToImagePipeline"]
     index["audio_projection"] = ["audio_projection", "AudioProjectionModel"]
     (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def prepare_space(app_dir: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """A Space folder: the Gradio app files from `app_dir` (the repository's `spaces/`) plus a copy of the installed
+    diffusers_sonify package beside `app.py`, since the package is not on PyPI. Push it with
+    `push_folder(folder, "<user>/<space>", repo_type="space")`; set `SONIFY_MODEL` in the Space settings."""
+    import shutil
+
+    app_dir, out = Path(app_dir), Path(output_dir)
+    if not (app_dir / "app.py").is_file() or not (app_dir / "README.md").is_file():
+        raise FileNotFoundError(f"{str(app_dir)!r} must hold app.py and README.md (the repository's spaces/ folder).")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"Space folder {str(out)!r} is not empty; choose a new folder.")
+    shutil.copytree(app_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    package = Path(str(resources.files("diffusers_sonify")))
+    shutil.copytree(package, out / "diffusers_sonify", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return out
