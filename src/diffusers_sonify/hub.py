@@ -120,8 +120,32 @@ def render_model_card(
     context.setdefault("repo_id", None)
     context.setdefault("hyperparameters", {})
     context["license"] = card_data.license
+    context["remote_code_usage"] = remote_code_usage(context["repo_id"]) if context.pop("remote_code", False) else ""
     text = template_path(template, templates_dir).read_text()
     return ModelCard.from_template(card_data, template_str=text, evaluation=evaluation or {}, **context)
+
+
+def remote_code_usage(repo_id: str | None) -> str:
+    """The model card section on loading an exported repo (see [`export_remote_code`]) without the package."""
+    name = repo_id or "path/to/this/folder"
+    return f"""
+Without the package, this repository carries the pipeline and adapter code as files (`pipeline.py`,
+`audio_projection/audio_projection.py`), which diffusers runs when you pass `trust_remote_code=True`:
+
+```python
+import soundfile as sf
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("{name}", trust_remote_code=True)
+audio, sampling_rate = sf.read("rain_on_a_window.wav", dtype="float32")
+image = pipe(audio, sampling_rate=sampling_rate, num_inference_steps=25).images[0]
+```
+
+`trust_remote_code=True` means: Python files from this repository are downloaded and executed on your machine with
+your permissions. Read them first (or pin a reviewed `revision=`). Without the flag, loading stops with an error that
+asks for it.
+
+"""
 
 
 def render_dataset_card(
@@ -224,7 +248,9 @@ def _module_body(relative: str) -> str:
     return _RELATIVE_IMPORT.sub("", text)
 
 
-def export_remote_code(pipeline_dir: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+def export_remote_code(
+    pipeline_dir: str | os.PathLike, output_dir: str | os.PathLike, repo_id: str | None = None
+) -> Path:
     """Write a copy of a saved `AudioToImagePipeline` folder that loads without diffusers-sonify installed.
 
     The repo gets `pipeline.py` (the pipeline with the audio helpers and adapter it uses) and
@@ -235,6 +261,7 @@ def export_remote_code(pipeline_dir: str | os.PathLike, output_dir: str | os.Pat
     Args:
         pipeline_dir: a folder written by `AudioToImagePipeline.save_pretrained` (or a training output).
         output_dir: where to write the repo folder (created; must not exist or be empty).
+        repo_id: the Hub id the folder will be pushed to, for the usage snippet added to its README.md.
     Returns:
         The output folder.
     """
@@ -266,6 +293,15 @@ def export_remote_code(pipeline_dir: str | os.PathLike, output_dir: str | os.Pat
         leftover = re.findall(r"^\s*(?:from|import) (?:\.|diffusers_sonify)\S*", path.read_text(), re.M)
         if leftover:
             raise RuntimeError(f"Exported {path.name} still imports {leftover}; update `_EXPORTED_MODULES`.")
+
+    readme = out / "README.md"
+    if readme.is_file():  # add the trust_remote_code usage to the card rendered at training time
+        card = ModelCard.load(readme)
+        section = remote_code_usage(repo_id)
+        card.text = card.text.replace("## Inference", section.lstrip("\n") + "## Inference", 1)
+        if section.strip() not in card.text:
+            card.text += section
+        card.save(readme)
 
     index["_class_name"] = ["pipeline", "AudioToImagePipeline"]
     index["audio_projection"] = ["audio_projection", "AudioProjectionModel"]

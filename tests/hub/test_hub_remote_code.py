@@ -52,3 +52,21 @@ def test_remote_code_loads_without_the_package(hub, hub_env, tiny_pipe_dir, tmp_
 
     refused = run_without_package(hub_env, "org/sonify-remote-code", tmp_path / "x.npy", "--no-trust")
     assert "LOAD ERROR" in refused.stdout and "trust_remote_code=True" in refused.stdout
+
+
+def test_export_adds_the_remote_code_usage_to_the_model_card(tiny_pipe_dir, tmp_path):
+    import shutil
+
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from diffusers_sonify.hub import render_model_card
+
+    source = Path(shutil.copytree(tiny_pipe_dir, tmp_path / "trained"))
+    card = render_model_card(ModelCardData(library_name="diffusers"), repo_id="org/x", audio_encoder="clap", steps=1)
+    assert "trust_remote_code" not in card.text  # a plain training output needs the package
+    card.save(source / "README.md")
+    exported = export_remote_code(source, tmp_path / "export", repo_id="org/x")
+    text = ModelCard.load(exported / "README.md").text
+    assert 'AudioToImagePipeline.from_pretrained("org/x")' in text
+    assert 'DiffusionPipeline.from_pretrained("org/x", trust_remote_code=True)' in text
+    assert text.index("trust_remote_code=True` means") < text.index("## Inference")
