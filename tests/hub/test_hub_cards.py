@@ -90,7 +90,8 @@ def test_wheel_ships_templates_and_prompts_and_renders_outside_the_repo(tmp_path
     )
     wheel = next(tmp_path.glob("diffusers_sonify-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for name in ("model_cards/model_card.md.j2", "model_cards/dataset_card.md.j2", "prompts/describe_v1.txt"):
+    shipped = ("model_cards/model_card.md.j2", "model_cards/dataset_card.md.j2", "prompts/describe_v1.txt")
+    for name in (*shipped, "hub_files/handler.py", "hub_files/requirements.txt"):
         assert f"diffusers_sonify/{name}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
