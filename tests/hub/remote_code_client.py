@@ -1,9 +1,8 @@
-"""Load an exported diffusers-sonify repo with plain diffusers and generate, in an interpreter WITHOUT the package.
+"""Load an exported diffusers-sonify repo with plain diffusers and generate, in a venv WITHOUT the package.
 
-    python -S remote_code_client.py REPO_OR_DIR OUT.npy [--no-trust]
+    <bare venv>/bin/python remote_code_client.py REPO_OR_DIR OUT.npy [--no-trust]
 
-Run with `-S` and PYTHONPATH=<site-packages>: no .pth file is processed, so the editable install of diffusers_sonify
-is invisible. With --no-trust it prints the loading error instead.
+It refuses to run where diffusers_sonify is importable. With --no-trust it prints the loading error instead.
 """
 
 import sys
