@@ -49,6 +49,11 @@ def test_readme_quickstart_runs_against_a_saved_pipeline(tiny_pipe_dir, tmp_path
     assert PIL.Image.open(tmp_path / "heard.png").size == (32, 32)
 
 
+# Remote code on purpose: the endpoint handler shipped in an exported repo loads that repo's own pipeline.py, and
+# hub.py writes the `trust_remote_code=True` usage (with what the flag means) into exported model cards.
+REMOTE_CODE_ALLOWED = {"diffusers_sonify/hub_files/handler.py", "diffusers_sonify/hub.py"}
+
+
 def test_no_pickle_weight_loading_in_src():
     offenders = []
     for path in (ROOT / "src").rglob("*.py"):
@@ -58,6 +63,7 @@ def test_no_pickle_weight_loading_in_src():
                 offenders.append(f"{path}: torch.load without weights_only=True")
         if re.search(r"\bpickle\.loads?\(", text):
             offenders.append(f"{path}: pickle.load")
-        if re.search(r"trust_remote_code\s*=\s*True", text):
+        allowed = path.relative_to(ROOT / "src").as_posix() in REMOTE_CODE_ALLOWED
+        if re.search(r"trust_remote_code\s*=\s*True", text) and not allowed:
             offenders.append(f"{path}: trust_remote_code=True")
     assert not offenders, offenders

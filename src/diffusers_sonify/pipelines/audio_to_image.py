@@ -114,6 +114,25 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`DiffusionPipeline.from_pretrained` for a local folder or a Hub repo id.
+
+        diffusers 0.42's Hub download step rejects a component whose library is a module path (our adapter is saved
+        as `diffusers_sonify.models.audio_projection`), so a repo id is fetched with `snapshot_download` and then
+        loaded as a local folder.
+        """
+        import os
+
+        from huggingface_hub import snapshot_download
+
+        if not os.path.isdir(str(pretrained_model_name_or_path)):
+            download = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
+            pretrained_model_name_or_path = snapshot_download(
+                str(pretrained_model_name_or_path), **{k: kwargs[k] for k in download if k in kwargs}
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     # ------------------------------------------------------------------ checks
     @property
     def spatial_multiple(self) -> int:
