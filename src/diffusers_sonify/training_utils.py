@@ -494,16 +494,18 @@ def files_to_push(output_dir: str | os.PathLike) -> list[str]:
 def push_training_output(
     output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None
 ):
-    """Create `repo_id` (if needed) and upload the output folder minus checkpoints and logs; returns the commit."""
-    from huggingface_hub import create_repo, upload_folder
+    """Create `repo_id` (if needed) and upload the output folder minus checkpoints and logs; returns the commit.
 
-    repo_id = create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
-    return upload_folder(
-        repo_id=repo_id,
-        folder_path=str(output_dir),
+    A failed upload raises one [`~diffusers_sonify.hub.HubPushError`]; running the push again completes it."""
+    from .hub import push_folder
+
+    return push_folder(
+        output_dir,
+        repo_id,
         token=token,
-        commit_message="Upload AudioToImagePipeline trained with diffusers-sonify",
+        private=private,
         ignore_patterns=PUSH_IGNORE_PATTERNS,
+        commit_message="Upload AudioToImagePipeline trained with diffusers-sonify",
     )
 
 

@@ -226,7 +226,7 @@ def test_dataset_builder_push_pull_round_trip(hub, hub_env, tmp_path):
     cmd += ["--image_dataset", image_path, "--audio_dataset", audio_path, "--output_dir", str(out)]
     cmd += ["--image_id_column", "photo_id", "--audio_id_column", "clip_name", "--metadata_columns", "metadata"]
     cmd += ["--describer", "sonify_helpers:ScriptedDescriber", "--sample_rate", "16000", "--duration_s", "1"]
-    cmd += ["--min_score", "0.4", "--push_to_hub", "org/sonified-tiny"]
+    cmd += ["--min_score", "0.4", "--push_to_hub", "--hub_model_id", "org/sonified-tiny"]
     build = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-5000:]
 
