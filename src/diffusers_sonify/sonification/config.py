@@ -46,6 +46,13 @@ class _FieldMetadata(Mapping):
         return 1
 
 
+def default_prompt_file() -> str:
+    """The shipped describe prompt (dataset_builder/prompts/, package data), wherever the package is installed."""
+    from importlib.resources import files
+
+    return str(files("diffusers_sonify").joinpath("prompts", "describe_v1.txt"))
+
+
 def _help(text: str, stages: tuple[str, ...] = (), neutral: str | None = None, **kw):
     """A config field. `stages`: the cached stages whose output it changes (their cache keys hash it);
     `neutral`: why it changes no cached output. Every field declares one of the two (a test checks it)."""
@@ -119,7 +126,9 @@ class BuilderConfig:
         default=DEFAULT_VLM,
     )
     prompt_file: str = _help(
-        "Versioned prompt for the VLM.", stages=("describe",), default="dataset_builder/prompts/describe_v1.txt"
+        "Versioned prompt for the VLM (default: the shipped dataset_builder/prompts/describe_v1.txt).",
+        stages=("describe",),
+        default_factory=default_prompt_file,
     )
     max_new_tokens: int = _help("Generation budget for the VLM's JSON answer.", stages=("describe",), default=320)
     describe_batch_size: int = _help("Images per VLM forward pass.", stages=("describe",), default=4)
