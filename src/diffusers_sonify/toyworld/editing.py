@@ -31,6 +31,13 @@ from .world import CLASS_NAMES, SAMPLING_RATE, synthesize
 # were) while letting the sound decide the background and add a source.
 EDIT_STRENGTH = 0.7
 EDIT_KINDS = ("to_indoor", "to_outdoor", "add_class")
+# The editing bars (issue: "the pipeline family"); strength 0 returning the input is an exact rule, tested instead.
+EDIT_BARS = {
+    "edit_to_indoor_accuracy": 0.9,
+    "edit_to_outdoor_accuracy": 0.9,
+    "edit_add_class_accuracy": 0.8,
+    "edit_keep_class_accuracy": 0.8,
+}
 # Offsets the edit clips' seeds past everything `make_eval_sounds` draws, so the edit sounds are new clips too.
 _CLIP_SEED_OFFSET = 10_000
 
@@ -122,3 +129,12 @@ def edit_metrics(cases: list[EditCase], parsed: list[ParsedScene]) -> dict[str, 
     if kept:
         metrics["edit_keep_class_accuracy"] = float(np.mean(kept))
     return metrics
+
+
+def sound_picture(audio: np.ndarray, size: int = 32) -> PIL.Image.Image:
+    """A small log-magnitude spectrogram of a clip (low frequencies at the bottom), for report grids."""
+    spec = torch.stft(torch.as_tensor(audio), n_fft=256, hop_length=128, return_complex=True).abs()
+    db = 20 * torch.log10(spec + 1e-5)
+    db = ((db - db.max() + 80.0) / 80.0).clamp(0, 1).flip(0)
+    pixels = (255 * db.numpy()).astype(np.uint8)
+    return PIL.Image.fromarray(pixels).resize((size, size), PIL.Image.BILINEAR).convert("RGB")
