@@ -93,3 +93,11 @@ def test_image_batches_and_sound_broadcast(pipe):
     np.testing.assert_allclose(both[1], edit(pipe, images[1], strength=0.5)[0], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="3 images for 2 sounds"):
         pipe([tone(440.0), tone(880.0)], image=[picture()] * 3, sampling_rate=SR, num_inference_steps=2)
+
+
+def test_latents_from_encode_image_are_accepted_as_the_image(pipe):
+    if pipe.vae is None:
+        pytest.skip("pixel space: the image is the sample, there are no latents")
+    image = picture()
+    latents = pipe.encode_image(pipe.image_processor.preprocess(image))
+    np.testing.assert_allclose(edit(pipe, latents, strength=0.6), edit(pipe, image, strength=0.6), atol=1e-4, rtol=0)

@@ -82,8 +82,8 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
             latents = self.vae.encode(image.to(self.vae.dtype)).latent_dist.mode()
         return latents * self.vae.config.scaling_factor
 
-    def prepare_image_latents(self, image, timestep, total, dtype, device, generator):
-        init = self.encode_image(image.to(device))
+    def prepare_image_latents(self, image, timestep, total, dtype, device, generator, is_latents=False):
+        init = image.to(device) if is_latents else self.encode_image(image.to(device))
         init = init.repeat_interleave(total // len(init), dim=0).to(dtype)
         if isinstance(generator, list) and len(generator) != total:
             raise ValueError(f"Got {len(generator)} generators for a batch of {total}; pass one per image.")
@@ -127,7 +127,8 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
             audio: the sound(s); see [`AudioToImagePipeline.__call__`]. One sound edits every image; otherwise one
                 sound per image.
             image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them): the picture(s) to edit; numpy
-                `(h, w, 3)` / `(batch, h, w, 3)` in [0, 1], tensors `(batch, 3, h, w)` in [0, 1] (or [-1, 1]).
+                `(h, w, 3)` / `(batch, h, w, 3)` in [0, 1], tensors `(batch, 3, h, w)` in [0, 1] (or [-1, 1]), or
+                latents `(batch, latent_channels, h / vae_scale_factor, w / vae_scale_factor)` from `encode_image`.
                 Resized to `height` x `width` (default: its own size rounded down to `spatial_multiple`).
             strength (`float`): in [0, 1]; how far the picture is noised before denoising with the sound: 0 returns
                 it (through the VAE), 1 ignores it. `int(num_inference_steps * strength)` steps run.
@@ -166,9 +167,17 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
             prompt_embeds,
             negative_prompt_embeds,
         )
-        image = self.image_processor.preprocess(image, height=height, width=width)
-        if image.shape[1] != 3:
-            raise ValueError(f"`image` must have 3 colour channels, got {image.shape[1]}.")
+        # as in diffusers' img2img pipelines, a tensor with the VAE's latent channels is taken as encoded latents
+        is_latents = (
+            isinstance(image, torch.Tensor)
+            and image.ndim == 4
+            and self.vae is not None
+            and image.shape[1] == self.vae.config.latent_channels
+        )
+        if not is_latents:
+            image = self.image_processor.preprocess(image, height=height, width=width)
+            if image.shape[1] != 3:
+                raise ValueError(f"`image` must have 3 colour channels (or be VAE latents), got {image.shape[1]}.")
         device = self._execution_device
         dtype = self.unet.dtype
         if audio_weights is not None:
@@ -206,7 +215,7 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
         total = batch_size * num_images_per_prompt
         image = image.repeat_interleave(batch_size // len(image), dim=0)
         latents = self.prepare_image_latents(
-            image, timesteps[:1] if len(timesteps) else None, total, dtype, device, generator
+            image, timesteps[:1] if len(timesteps) else None, total, dtype, device, generator, is_latents
         )
 
         # 5. Denoising loop
