@@ -369,3 +369,32 @@ def test_latent_unet_without_vae_is_rejected_at_construction():
     components["vae"] = None
     with pytest.raises(ValueError, match="needs a UNet with 3 input and output channels.*Pass the `vae`"):
         AudioToImagePipeline(**components)
+
+
+def test_model_offload_moves_a_full_clap_model():
+    """A full ClapModel's audio path is not its forward; accelerate's model-offload hook (on forward) must still run
+    for it, or on an accelerator the audio tower would stay on the CPU."""
+    from transformers import ClapConfig, ClapModel
+
+    from diffusers_sonify import AudioProjectionModel
+
+    components = components_for("audio")
+    audio = components["audio_encoder"]
+    text = dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    torch.manual_seed(0)
+    clap = ClapModel(ClapConfig(text_config=text, audio_config=audio.config.to_dict(), projection_dim=16)).eval()
+    components.update(
+        audio_encoder=clap,
+        audio_projection=AudioProjectionModel(
+            cross_attention_dim=32, pooled_dim=16, hidden_dim=32, num_pooled_tokens=2, num_hidden_tokens=4
+        ),
+    )
+    pipe = make("audio", components)
+    plain = pipe(**inputs_for("audio")).images
+    pipe.enable_model_cpu_offload(device="cpu")
+    hook = pipe.audio_encoder._hf_hook
+    calls = []
+    real_pre_forward = hook.pre_forward
+    hook.pre_forward = lambda module, *a, **k: calls.append(module) or real_pre_forward(module, *a, **k)
+    np.testing.assert_allclose(pipe(**inputs_for("audio")).images, plain, atol=2e-4, rtol=0)
+    assert calls == [pipe.audio_encoder]
