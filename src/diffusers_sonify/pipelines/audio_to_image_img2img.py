@@ -72,21 +72,28 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
             self.scheduler.set_begin_index(t_start * self.scheduler.order)
         return timesteps
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Image in [-1, 1] `(batch, 3, h, w)` -> the UNet's sample space: the VAE posterior mean (a deterministic
-        encoding, so that strength 0 is exactly the VAE round trip) times the scaling factor; the image itself for a
-        pixel-space pipeline."""
+    def encode_image(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Image in [-1, 1] `(batch, 3, h, w)` -> the UNet's sample space: a sample of the VAE posterior (drawn with
+        `generator`, as diffusers' img2img pipelines do; an `AutoencoderTiny`'s latents) times the scaling factor;
+        the image itself for a pixel-space pipeline."""
         if self.vae is None:
             return image
         with self._eval_mode():
-            latents = self.vae.encode(image.to(self.vae.dtype)).latent_dist.mode()
+            encoded = self.vae.encode(image.to(self.vae.dtype))
+        latents = encoded.latent_dist.sample(generator) if hasattr(encoded, "latent_dist") else encoded.latents
         return latents * self.vae.config.scaling_factor
 
     def prepare_image_latents(self, image, timestep, total, dtype, device, generator, is_latents=False):
-        init = image.to(device) if is_latents else self.encode_image(image.to(device))
-        init = init.repeat_interleave(total // len(init), dim=0).to(dtype)
         if isinstance(generator, list) and len(generator) != total:
             raise ValueError(f"Got {len(generator)} generators for a batch of {total}; pass one per image.")
+        image = image.to(device).repeat_interleave(total // len(image), dim=0)
+        if is_latents:
+            init = image
+        elif isinstance(generator, list):  # each image encoded with its own generator, so a batch equals singles
+            init = torch.cat([self.encode_image(image[i : i + 1], generator[i]) for i in range(total)])
+        else:
+            init = self.encode_image(image, generator)
+        init = init.to(dtype)
         if timestep is None:  # strength 0: nothing to denoise
             return init
         noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
@@ -131,7 +138,8 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
                 latents `(batch, latent_channels, h / vae_scale_factor, w / vae_scale_factor)` from `encode_image`.
                 Resized to `height` x `width` (default: its own size rounded down to `spatial_multiple`).
             strength (`float`): in [0, 1]; how far the picture is noised before denoising with the sound: 0 returns
-                it (through the VAE), 1 ignores it. `int(num_inference_steps * strength)` steps run.
+                it (through the VAE: decode(encode(image))), 1 ignores it. `int(num_inference_steps * strength)`
+                steps run.
             Other arguments: as in [`AudioToImagePipeline.__call__`].
 
         Examples:
