@@ -107,3 +107,22 @@ def test_latents_from_encode_image_are_accepted_as_the_image(pipe):
     latents = pipe.encode_image(pipe.image_processor.preprocess(image), generator)  # draws as the pipeline would
     from_latents = edit(pipe, latents, strength=0.6, generator=generator)
     np.testing.assert_allclose(from_latents, edit(pipe, image, strength=0.6), atol=1e-4, rtol=0)
+
+
+def test_example_docstring_runs(tiny_pipe_dir, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from diffusers_sonify.pipelines.audio_to_image_img2img import IMG2IMG_EXAMPLE_DOC_STRING
+
+    monkeypatch.chdir(tmp_path)
+    sf.write("rain_on_a_window.wav", tone(300.0), SR)
+    picture().save("street.png")
+    lines = [line.strip()[4:] for line in IMG2IMG_EXAMPLE_DOC_STRING.splitlines() if line.strip().startswith(">>>")]
+    code = (
+        "\n".join(lines)
+        .replace('"org/sonify"', repr(tiny_pipe_dir))
+        .replace("strength=0.6)", "strength=0.6, num_inference_steps=2)")
+    )
+    namespace: dict = {}
+    exec(compile(code, "img2img example", "exec"), namespace)
+    assert isinstance(namespace["edited"], PIL.Image.Image) and namespace["edited"].size == (32, 32)
