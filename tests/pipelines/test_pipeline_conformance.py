@@ -276,6 +276,8 @@ def test_encode_prompt_and_encode_audio_in_isolation():
     np.testing.assert_allclose(from_embeds, full, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="needs `negative_prompt_embeds`"):
         pipe(**inputs, audio_embeds=audio_embeds, prompt_embeds=prompt_embeds)
+    with pytest.raises(ValueError, match="needs `prompt`"):
+        make("audio+text", text_only).encode_prompt(None)
 
 
 # ----------------------------------------------------------------------------- from_pipe

@@ -374,6 +374,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             `negative_prompt_embeds` is `None` without guidance. Pass both to `__call__` as they are.
         """
         device = device or self._execution_device
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("`encode_prompt` needs `prompt` (a string or a list of strings) or `prompt_embeds`.")
         if prompt_embeds is None:
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             prompt_embeds = self._encode_text(prompts, device)
