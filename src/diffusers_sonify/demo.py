@@ -264,7 +264,7 @@ def edit_section(model_dir: Path, out: Path, size: DemoSize, seed: int) -> tuple
     metrics["edit_strength"] = EDIT_STRENGTH
     metrics["edit_bars_met"] = {k: metrics[k] >= bar for k, bar in EDIT_BARS.items() if k in metrics}
     rows = [i for kind in EDIT_KINDS for i in [j for j, c in enumerate(cases) if c.kind == kind][:4]]
-    _grid([im for i in rows for im in (cases[i].render, sound_picture(cases[i].audio), edited[i])], 3).save(
+    _grid([im for i in rows for im in (cases[i].render, sound_picture(cases[i].audio), edited[i])], 6).save(
         out / "grid_edits.png"
     )
     table = "\n".join(
@@ -274,8 +274,9 @@ def edit_section(model_dir: Path, out: Path, size: DemoSize, seed: int) -> tuple
     )
     lines = (
         f"\n## Sound edits a picture\n\n`AudioToImageImg2ImgPipeline`, strength {EDIT_STRENGTH}, {len(cases)} "
-        "held-out renders (rows: to indoor, to outdoor, add a class), each edited by a held-out sound. Columns: "
-        "input render | sound (spectrogram) | edited image.\n\n![edits](grid_edits.png)\n\n"
+        "held-out renders, each edited by a held-out sound; in the grid (rows of two cases: to indoor, to outdoor, "
+        "add a class, two rows each) every case is input render | sound (spectrogram) | edited image.\n\n"
+        "![edits](grid_edits.png)\n\n"
         f"| metric | value | bar | |\n|---|---|---|---|\n{table}\n"
     )
     return metrics, lines
