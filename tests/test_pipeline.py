@@ -175,7 +175,12 @@ def test_callback_on_step_end_sees_and_replaces_latents(tiny_pipe, sounds):
     assert torch.count_nonzero(images) == 0
 
 
-def test_save_load_round_trip_is_exact(tiny_pipe, sounds, tmp_path):
+# Save -> load compares with a tolerance, as diffusers' own save/load tests do: the weights are identical, but on some
+# CPUs (AMD EPYC) kernels differ in the last bits between module instances (~1e-6 on images in [0, 1]).
+SAVE_LOAD_ATOL = 1e-4
+
+
+def test_save_load_round_trip(tiny_pipe, sounds, tmp_path):
     before = run(tiny_pipe, sounds["sweep"], guidance_scale=3.0)
     tiny_pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
@@ -185,7 +190,7 @@ def test_save_load_round_trip_is_exact(tiny_pipe, sounds, tmp_path):
     assert not list(Path(tmp_path).rglob("*.bin")), "weights must be saved as safetensors"
     reloaded = AudioToImagePipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(run(reloaded, sounds["sweep"], guidance_scale=3.0), before)
+    np.testing.assert_allclose(run(reloaded, sounds["sweep"], guidance_scale=3.0), before, atol=SAVE_LOAD_ATOL, rtol=0)
 
 
 def test_text_components_round_trip(tmp_path, sounds):
@@ -194,7 +199,7 @@ def test_text_components_round_trip(tmp_path, sounds):
     pipe.save_pretrained(tmp_path)
     reloaded = AudioToImagePipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(run(reloaded, sounds["low"], prompt="rain"), before)
+    np.testing.assert_allclose(run(reloaded, sounds["low"], prompt="rain"), before, atol=SAVE_LOAD_ATOL, rtol=0)
 
 
 def test_encode_audio_needs_only_the_audio_components(tiny_pipe_dir, tiny_pipe, sounds):

@@ -7,11 +7,18 @@ __version__ = "0.1.0"
 # Imported on first use (PEP 562), so light entry points (`build.py --help`, configs) do not import diffusers/torch.
 _LAZY = {
     "AudioProjectionModel": ".models",
+    "AudioToImageImg2ImgPipeline": ".pipelines",
     "AudioToImagePipeline": ".pipelines",
     "AudioToImagePipelineOutput": ".pipelines",
 }
 
-__all__ = ["AudioProjectionModel", "AudioToImagePipeline", "AudioToImagePipelineOutput", "__version__"]
+__all__ = [
+    "AudioProjectionModel",
+    "AudioToImageImg2ImgPipeline",
+    "AudioToImagePipeline",
+    "AudioToImagePipelineOutput",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

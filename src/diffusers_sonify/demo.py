@@ -34,7 +34,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from . import AudioToImagePipeline
+from . import AudioToImageImg2ImgPipeline, AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
 from .toyworld import (
@@ -290,6 +290,52 @@ def _field_metrics(out: Path, model_dir: Path, images_ds, size: DemoSize, seed: 
     return flat
 
 
+def edit_section(model_dir: Path, out: Path, size: DemoSize, seed: int) -> tuple[dict, str]:
+    """Sound edits a picture: held-out renders edited by held-out sounds (`toyworld/editing.py`), measured by the
+    parser. Writes `grid_edits.png` (input render | sound | edited image) and returns the metrics and report lines."""
+    from .toyworld.editing import (
+        EDIT_BARS,
+        EDIT_KINDS,
+        EDIT_STRENGTH,
+        edit_metrics,
+        make_edit_cases,
+        run_edits,
+        sound_picture,
+    )
+
+    pipe = AudioToImageImg2ImgPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    cases = make_edit_cases(seed=seed, per_kind=12 if size.eval_scale else 1)
+    edited = run_edits(
+        pipe,
+        cases,
+        num_inference_steps=size.sampling_steps,
+        guidance_scale=size.guidance_scale,
+        guidance_rescale=size.guidance_rescale,
+        seed=seed,
+    )
+    metrics = edit_metrics(cases, parse_scenes(edited))
+    metrics["edit_strength"] = EDIT_STRENGTH
+    metrics["edit_bars_met"] = {k: metrics[k] >= bar for k, bar in EDIT_BARS.items() if k in metrics}
+    rows = [i for kind in EDIT_KINDS for i in [j for j, c in enumerate(cases) if c.kind == kind][:4]]
+    _grid([im for i in rows for im in (cases[i].render, sound_picture(cases[i].audio), edited[i])], 6).save(
+        out / "grid_edits.png"
+    )
+    table = "\n".join(
+        f"| {k} | {metrics[k]:.3f} | >= {bar} | {'met' if metrics['edit_bars_met'][k] else 'NOT met'} |"
+        for k, bar in EDIT_BARS.items()
+        if k in metrics
+    )
+    lines = (
+        f"\n## Sound edits a picture\n\n`AudioToImageImg2ImgPipeline`, strength {EDIT_STRENGTH}, {len(cases)} "
+        "held-out renders, each edited by a held-out sound; in the grid (rows of two cases: to indoor, to outdoor, "
+        "add a class, two rows each) every case is input render | sound (spectrogram) | edited image.\n\n"
+        "![edits](grid_edits.png)\n\n"
+        f"| metric | value | bar | |\n|---|---|---|---|\n{table}\n"
+    )
+    return metrics, lines
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo")
@@ -410,6 +456,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["num_training_pairs"] = len(sonified)
     metrics["encoder_pretraining_losses"] = losses
     metrics.update(_field_metrics(out, model_dir, images_ds, size, args.seed))
+    edit_metrics, edit_lines = edit_section(model_dir, out, size, args.seed)
+    metrics.update(edit_metrics)
     stage("evaluate", t0)
     metrics["stage_seconds"] = stages
     metrics["wall_seconds"] = round(time.time() - start, 1)
@@ -417,6 +465,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics, sounds, images, parsed, args.quick)
+    with open(out / "report.md", "a") as report:
+        report.write(edit_lines)
     for key, (op, bar) in BARS.items():
         logger.info(
             "[demo] %-28s %8.3f  (bar %s %s: %s)",

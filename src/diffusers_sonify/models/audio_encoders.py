@@ -67,6 +67,19 @@ def _as_token_sequence(hidden: torch.Tensor) -> torch.Tensor:
     return hidden
 
 
+def _run_model_offload_hook(model: torch.nn.Module) -> None:
+    """Give accelerate's model-offload hook on `model` its turn (it moves the whole model to the execution device and
+    offloads the previous one). The hook wraps `forward` only, and a full ClapModel's audio path is not its forward
+    (that needs text too); without this the audio tower would stay on the CPU under `enable_model_cpu_offload`."""
+    hook = getattr(model, "_hf_hook", None)
+    if hook is None:
+        return
+    from accelerate.hooks import CpuOffload
+
+    if isinstance(hook, CpuOffload):
+        hook.pre_forward(model)
+
+
 def encode_audio_features(audio_encoder: torch.nn.Module, inputs: torch.Tensor) -> AudioFeatures:
     """Encode feature-extractor output with a transformers audio model.
 
@@ -77,6 +90,7 @@ def encode_audio_features(audio_encoder: torch.nn.Module, inputs: torch.Tensor) 
     """
     name = audio_input_name(audio_encoder)
     if hasattr(audio_encoder, "get_audio_features"):  # full ClapModel: audio tower + projection head
+        _run_model_offload_hook(audio_encoder)
         out = audio_encoder.audio_model(**{name: inputs})
         pooled = audio_encoder.audio_projection(out.pooler_output)
         return AudioFeatures(pooled=pooled, hidden_states=_as_token_sequence(out.last_hidden_state))

@@ -72,15 +72,26 @@ class AudioProjectionModel(ModelMixin, ConfigMixin):
         # Small random init rather than zeros keeps the unconditional branch distinguishable from "silence".
         self.null_audio_embeds = nn.Parameter(torch.randn(1, self.num_tokens, cross_attention_dim) * 0.02)
 
-    def forward(self, pooled: torch.Tensor | None = None, hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        pooled: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
+        null_batch_size: int | None = None,
+    ) -> torch.Tensor:
         r"""
         Args:
             pooled (`torch.Tensor` of shape `(batch, pooled_dim)`): the clip embedding.
             hidden_states (`torch.Tensor` of shape `(batch, seq, hidden_dim)`): the encoder's token sequence.
+            null_batch_size (`int`, *optional*): return the learned null tokens for this many rows instead (the
+                inputs are then ignored). Pipelines read the null tokens this way, through `forward`, because
+                offloading hooks (accelerate, diffusers group offloading) only place parameters on the device
+                for a forward call.
 
         Returns:
             `torch.Tensor` of shape `(batch, num_tokens, cross_attention_dim)`.
         """
+        if null_batch_size is not None:
+            return self.get_null_audio_embeds(null_batch_size)
         cfg = self.config
         tokens = []
         if self.use_pooled:

@@ -1,3 +1,4 @@
 from .audio_to_image import EXAMPLE_DOC_STRING, AudioToImagePipeline, AudioToImagePipelineOutput
+from .audio_to_image_img2img import AudioToImageImg2ImgPipeline
 
-__all__ = ["EXAMPLE_DOC_STRING", "AudioToImagePipeline", "AudioToImagePipelineOutput"]
+__all__ = ["EXAMPLE_DOC_STRING", "AudioToImageImg2ImgPipeline", "AudioToImagePipeline", "AudioToImagePipelineOutput"]

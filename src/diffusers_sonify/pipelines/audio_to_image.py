@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import PIL.Image
 import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.models import AutoencoderKL, UNet2DConditionModel
@@ -68,8 +71,12 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     An audio encoder (a transformers model such as `ClapModel`, `ClapAudioModelWithProjection` or `ASTModel`)
     encodes the sound; an [`AudioProjectionModel`] turns its outputs into cross-attention tokens for a
-    `UNet2DConditionModel`. With a text encoder present, text tokens are placed before the audio tokens and audio and
-    text guidance have separate scales.
+    `UNet2DConditionModel`. With a text encoder present (or `prompt_embeds` given), text tokens are placed before the
+    audio tokens and audio and text guidance have separate scales.
+
+    Every model runs in eval mode during a call, whatever mode it was in, and is left in that mode afterwards: the
+    same seed gives the same image for freshly built (training-mode) components, and no module state (dropout,
+    BatchNorm running statistics) changes.
 
     Args:
         unet ([`UNet2DConditionModel`]): the denoiser; its `cross_attention_dim` is the adapter's token width.
@@ -78,14 +85,17 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         feature_extractor ([`~transformers.SequenceFeatureExtractor`]): its feature extractor; its `sampling_rate`
             is the rate every input is resampled to.
         audio_projection ([`AudioProjectionModel`]): the adapter.
-        vae ([`AutoencoderKL`], *optional*): latent diffusion when given; pixel-space diffusion when `None`.
+        vae ([`AutoencoderKL`], *optional*): latent diffusion when given; pixel-space diffusion (a 3-channel UNet)
+            when `None`.
         text_encoder ([`~transformers.CLIPTextModel`], *optional*) and tokenizer
             ([`~transformers.CLIPTokenizer`], *optional*): enable the `prompt` argument.
     """
 
     model_cpu_offload_seq = "text_encoder->audio_encoder->audio_projection->unet->vae"
     _optional_components = ["vae", "text_encoder", "tokenizer"]
-    _callback_tensor_inputs = ["latents"]
+    # `prompt_embeds` in a callback is the UNet's stacked conditioning, one block per guidance branch with the fully
+    # conditional block last (as in StableDiffusionPipeline), so diffusers' `SDCFGCutoffCallback` works unchanged.
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     def __init__(
         self,
@@ -101,6 +111,12 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         super().__init__()
         if audio_encoder is not None:
             audio_input_name(audio_encoder)  # fail at construction for an encoder this pipeline cannot drive
+        if vae is None and unet is not None and (unet.config.in_channels, unet.config.out_channels) != (3, 3):
+            raise ValueError(
+                f"Without a `vae` the pipeline diffuses in pixel space and needs a UNet with 3 input and output "
+                f"channels; this UNet has in_channels={unet.config.in_channels}, "
+                f"out_channels={unet.config.out_channels} (a latent-space UNet). Pass the `vae` it was trained with."
+            )
         self.register_modules(
             unet=unet,
             scheduler=scheduler,
@@ -133,6 +149,34 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
+    # ------------------------------------------------------------------ state read by callbacks
+    @property
+    def guidance_scale(self) -> float:
+        """The audio guidance scale of the running (or last) call; a callback may change `_guidance_scale`."""
+        return self._guidance_scale
+
+    @property
+    def text_guidance_scale(self) -> float:
+        return self._text_guidance_scale
+
+    @property
+    def guidance_rescale(self) -> float:
+        return self._guidance_rescale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        """Denoising steps of the running (or last) call."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` from a callback to skip the remaining steps."""
+        return getattr(self, "_interrupt", False)
+
     # ------------------------------------------------------------------ checks
     @property
     def spatial_multiple(self) -> int:
@@ -162,6 +206,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         num_images_per_prompt,
         callback_on_step_end_tensor_inputs,
         guidance_rescale=0.0,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
     ):
         if (audio is None) == (audio_embeds is None):
             raise ValueError("Pass exactly one of `audio` (sounds) or `audio_embeds` (from `encode_audio`).")
@@ -186,8 +232,24 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 raise ValueError(f"`audio_weights` must be finite and non-negative, got {list(audio_weights)}.")
             if weights.sum() == 0:
                 raise ValueError("`audio_weights` are all zero; give at least one sound a positive weight.")
-        if (prompt is not None or negative_prompt is not None) and self.text_encoder is None:
-            raise ValueError("`prompt` needs a pipeline with `text_encoder` and `tokenizer`; this one has none.")
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("Pass at most one of `prompt` and `prompt_embeds` (from `encode_prompt`).")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of `negative_prompt` and `negative_prompt_embeds`.")
+        for name, value in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            if value is not None and (not isinstance(value, torch.Tensor) or value.ndim != 3):
+                raise ValueError(f"`{name}` must be a 3-D tensor `(batch, seq, dim)` as returned by `encode_prompt`.")
+        if self.text_encoder is None:
+            if prompt is not None or negative_prompt is not None:
+                raise ValueError(
+                    "`prompt` needs a pipeline with `text_encoder` and `tokenizer`; this one has none "
+                    "(pass `prompt_embeds` from `encode_prompt` instead)."
+                )
+            if prompt_embeds is not None and text_guidance_scale > 1.0 and negative_prompt_embeds is None:
+                raise ValueError(
+                    "Text guidance (`text_guidance_scale` > 1) with `prompt_embeds` and no text encoder needs "
+                    "`negative_prompt_embeds` too (both come from `encode_prompt`), or set `text_guidance_scale=1`."
+                )
         if prompt is not None and not isinstance(prompt, (str, list)):
             raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
         for name, value in (("height", height), ("width", width)):
@@ -210,6 +272,21 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, got {bad}."
             )
+
+    # ------------------------------------------------------------------ module state
+    @contextmanager
+    def _eval_mode(self):
+        """Run every model in eval mode (no dropout, BatchNorm uses and keeps its running statistics), then give
+        each submodule back exactly the `training` flag it had."""
+        modules = [m for m in self.components.values() if isinstance(m, torch.nn.Module)]
+        saved = [(sub, sub.training) for module in modules for sub in module.modules()]
+        for module in modules:
+            module.eval()
+        try:
+            yield
+        finally:
+            for sub, training in saved:
+                sub.training = training
 
     # ------------------------------------------------------------------ audio
     def prepare_audio(self, audio, sampling_rate: int | None = None, arg: str = "audio") -> list[np.ndarray]:
@@ -254,7 +331,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         Args:
             audio: see [`~AudioToImagePipeline.prepare_audio`].
             sampling_rate (`int`, *optional*): rate of array/tensor inputs in Hz.
-            device (`torch.device`, *optional*): where to run the audio models (default: the encoder's device).
+            device (`torch.device`, *optional*): where to run the audio models (default: the execution device).
             num_images_per_prompt (`int`): each sound's tokens are repeated this many times.
 
         Returns:
@@ -264,15 +341,20 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self._encode_waveforms(waveforms, device).repeat_interleave(num_images_per_prompt, dim=0)
 
     def _encode_waveforms(self, waveforms: list[np.ndarray], device=None) -> torch.Tensor:
-        device = device or self.audio_encoder.device
-        inputs = audio_encoder_inputs(
-            self.feature_extractor, self.audio_encoder, waveforms, device, self.audio_encoder.dtype
-        )
-        encoded = encode_audio_features(self.audio_encoder, inputs)
-        proj_dtype = self.audio_projection.dtype
-        return self.audio_projection(
-            pooled=encoded.pooled.to(proj_dtype), hidden_states=encoded.hidden_states.to(proj_dtype)
-        )
+        device = device or self._execution_device
+        with self._eval_mode():
+            inputs = audio_encoder_inputs(
+                self.feature_extractor, self.audio_encoder, waveforms, device, self.audio_encoder.dtype
+            )
+            encoded = encode_audio_features(self.audio_encoder, inputs)
+            proj_dtype = self.audio_projection.dtype
+            return self.audio_projection(
+                pooled=encoded.pooled.to(proj_dtype), hidden_states=encoded.hidden_states.to(proj_dtype)
+            )
+
+    def _null_audio_embeds(self, batch_size: int) -> torch.Tensor:
+        # through the adapter's forward, so that offloading hooks place the learned null tokens on the device
+        return self.audio_projection(null_batch_size=batch_size)
 
     @staticmethod
     def mix_audio_embeds(audio_embeds: torch.Tensor, weights) -> torch.Tensor:
@@ -290,18 +372,150 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     # ------------------------------------------------------------------ text
     @torch.no_grad()
-    def encode_prompt(self, prompt: str | list[str], device: torch.device, num_images_per_prompt: int = 1):
-        r"""Encode text with the optional CLIP text encoder -> `(batch * num_images_per_prompt, seq, dim)`."""
-        prompt = [prompt] if isinstance(prompt, str) else list(prompt)
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+    ):
+        r"""Encode text with the optional CLIP text encoder. Needs only `text_encoder` and `tokenizer`.
+
+        Args:
+            prompt (`str` or `list[str]`): the text (ignored when `prompt_embeds` is given).
+            device (`torch.device`, *optional*): default: the execution device.
+            num_images_per_prompt (`int`): each prompt's embedding is repeated this many times.
+            do_classifier_free_guidance (`bool`): also encode `negative_prompt` (default: the empty prompt).
+            negative_prompt (`str` or `list[str]`, *optional*): one per prompt, or one for all.
+            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed; returned repeated.
+
+        Returns:
+            `(prompt_embeds, negative_prompt_embeds)`, each `(batch * num_images_per_prompt, seq, dim)`;
+            `negative_prompt_embeds` is `None` without guidance. Pass both to `__call__` as they are.
+        """
+        device = device or self._execution_device
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("`encode_prompt` needs `prompt` (a string or a list of strings) or `prompt_embeds`.")
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds = self._encode_text(prompts, device)
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negatives = self._per_sound(
+                negative_prompt if negative_prompt is not None else "", len(prompt_embeds), "negative_prompt"
+            )
+            negative_prompt_embeds = self._encode_text(negatives, device)
+        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        return prompt_embeds, negative_prompt_embeds
+
+    def _encode_text(self, prompts: list[str], device) -> torch.Tensor:
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("Encoding text needs `text_encoder` and `tokenizer`; this pipeline has none.")
         ids = self.tokenizer(
-            prompt,
+            prompts,
             padding="max_length",
             max_length=self.tokenizer.model_max_length,
             truncation=True,
             return_tensors="pt",
         ).input_ids.to(device)
-        embeds = self.text_encoder(ids)[0].to(self.unet.dtype)
-        return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        with self._eval_mode():
+            return self.text_encoder(ids)[0]
+
+    # ------------------------------------------------------------------ conditioning
+    def _prepare_conditioning(
+        self,
+        *,
+        audio,
+        sampling_rate,
+        audio_weights,
+        prompt,
+        negative_audio,
+        negative_prompt,
+        audio_embeds,
+        negative_audio_embeds,
+        prompt_embeds,
+        negative_prompt_embeds,
+        guidance_scale,
+        text_guidance_scale,
+        num_images_per_prompt,
+        device,
+        dtype,
+        batch_size=None,
+    ) -> tuple[torch.Tensor, list[str], int]:
+        """Everything the UNet is conditioned on: `(encoder_hidden_states, branch names, batch size)`.
+
+        `encoder_hidden_states` stacks one block of `batch * num_images_per_prompt` rows per guidance branch; the
+        branches are ordered `no_text`, `no_audio`, `cond` (those in use), the fully conditional one last.
+        `batch_size` (optional) is a batch the sounds and prompts are broadcast to (img2img: the number of images).
+        """
+        waveforms = self.prepare_audio(audio, sampling_rate) if audio is not None else None
+        neg_waveforms = (
+            self.prepare_audio(negative_audio, sampling_rate, arg="negative_audio")
+            if negative_audio is not None
+            else None
+        )
+        num_sounds = 1 if audio_weights is not None else len(waveforms) if waveforms is not None else len(audio_embeds)
+        if batch_size is None:
+            batch_size = num_sounds
+        elif num_sounds not in (1, batch_size):
+            raise ValueError(f"Got {num_sounds} sounds for {batch_size} images; pass 1 or {batch_size}.")
+        num_negative = (
+            len(neg_waveforms)
+            if neg_waveforms is not None
+            else len(negative_audio_embeds)
+            if negative_audio_embeds is not None
+            else 1
+        )
+        if num_negative not in (1, batch_size):
+            raise ValueError(f"Got {num_negative} negative sounds for {batch_size} sounds; pass 1 or {batch_size}.")
+
+        def fit(x: torch.Tensor, name: str) -> torch.Tensor:
+            if len(x) not in (1, batch_size):
+                raise ValueError(f"`{name}` has {len(x)} rows for a batch of {batch_size}; pass 1 or {batch_size}.")
+            return x.to(device=device, dtype=dtype).expand(batch_size, *x.shape[1:])
+
+        with self._eval_mode():
+            if audio_embeds is None:
+                audio_embeds = self._encode_waveforms(waveforms, device)
+                if audio_weights is not None:
+                    audio_embeds = self.mix_audio_embeds(audio_embeds, audio_weights)
+            cond_audio = fit(audio_embeds, "audio_embeds")
+            if neg_waveforms is not None:
+                negative_audio_embeds = self._encode_waveforms(neg_waveforms, device)
+            if negative_audio_embeds is None:
+                negative_audio_embeds = self._null_audio_embeds(1)
+            neg_audio = fit(negative_audio_embeds, "negative_audio_embeds")
+
+            do_audio_cfg = guidance_scale > 1.0
+            has_text_input = prompt is not None or prompt_embeds is not None
+            do_text_cfg = has_text_input and text_guidance_scale > 1.0
+            branches = {}
+            if self.text_encoder is not None or prompt_embeds is not None:
+                if prompt_embeds is None:
+                    prompts = self._per_sound(prompt if prompt is not None else "", batch_size, "prompt")
+                    prompt_embeds = self._encode_text(prompts, device)
+                if do_text_cfg and negative_prompt_embeds is None:
+                    negatives = self._per_sound(
+                        negative_prompt if negative_prompt is not None else "", batch_size, "negative_prompt"
+                    )
+                    negative_prompt_embeds = self._encode_text(negatives, device)
+                text = fit(prompt_embeds, "prompt_embeds")
+                if do_text_cfg:
+                    neg_text = fit(negative_prompt_embeds, "negative_prompt_embeds")
+                    branches["no_text"] = torch.cat([neg_text, neg_audio if do_audio_cfg else cond_audio], dim=1)
+                if do_audio_cfg:
+                    branches["no_audio"] = torch.cat([text, neg_audio], dim=1)
+                branches["cond"] = torch.cat([text, cond_audio], dim=1)
+            else:
+                if do_audio_cfg:
+                    branches["no_audio"] = neg_audio
+                branches["cond"] = cond_audio
+        blocks = [v.repeat_interleave(num_images_per_prompt, dim=0) for v in branches.values()]
+        return torch.cat(blocks, dim=0), list(branches), batch_size
 
     # ------------------------------------------------------------------ latents
     def prepare_latents(self, batch_size, height, width, dtype, device, generator, latents=None):
@@ -320,7 +534,65 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         if self.vae is None:  # pixel-space diffusion: the sample already is the image in [-1, 1]
             return latents
+        latents = latents.to(self.vae.dtype)
         return self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+
+    # ------------------------------------------------------------------ shared loop
+    def _start_call(self, guidance_scale, text_guidance_scale, guidance_rescale, callback_on_step_end, inputs):
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            inputs = callback_on_step_end.tensor_inputs
+        self._guidance_scale = guidance_scale
+        self._text_guidance_scale = text_guidance_scale
+        self._guidance_rescale = guidance_rescale
+        self._num_timesteps = 0
+        self._interrupt = False
+        return inputs or ["latents"]
+
+    def _denoise(
+        self, latents, timesteps, encoder_hidden_states, branch_names, generator, eta, callback, callback_inputs
+    ):
+        step_params = inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {}
+        if "eta" in step_params:
+            step_kwargs["eta"] = eta
+        if "generator" in step_params:
+            step_kwargs["generator"] = generator
+        self._num_timesteps = len(timesteps)
+        with self._eval_mode(), self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                # a callback may drop guidance branches (e.g. SDCFGCutoffCallback keeps only the last block)
+                num_branches = encoder_hidden_states.shape[0] // latents.shape[0]
+                names = branch_names[len(branch_names) - num_branches :]
+                model_input = torch.cat([latents] * num_branches)
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise = self.unet(model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+                preds = dict(zip(names, noise.chunk(num_branches)))
+                noise_pred = self._guide(preds, self._guidance_scale, self._text_guidance_scale)
+                if self._guidance_rescale > 0 and len(preds) > 1:
+                    noise_pred = rescale_noise_cfg(noise_pred, preds["cond"], self._guidance_rescale)
+                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+
+                if callback is not None:
+                    available = {"latents": latents, "prompt_embeds": encoder_hidden_states}
+                    out = callback(self, i, t, {k: available[k] for k in callback_inputs}) or {}
+                    latents = out.pop("latents", latents)
+                    encoder_hidden_states = out.pop("prompt_embeds", encoder_hidden_states)
+                progress_bar.update()
+        return latents
+
+    def _finish(self, latents, output_type, return_dict):
+        if output_type == "latent":
+            images = latents
+        else:
+            with self._eval_mode():
+                decoded = self._decode(latents)
+            images = self.image_processor.postprocess(decoded, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return AudioToImagePipelineOutput(images=images)
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -344,9 +616,11 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         latents: torch.Tensor | None = None,
         audio_embeds: torch.Tensor | None = None,
         negative_audio_embeds: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Callable[[Any, int, int, dict], dict] | None = None,
+        callback_on_step_end: Callable[[Any, int, int, dict], dict] | PipelineCallback | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ):
         r"""Generate images from sounds.
@@ -364,7 +638,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             height, width (`int`, *optional*): output size, multiples of `spatial_multiple`.
             num_inference_steps (`int`): denoising steps.
             guidance_scale (`float`): audio classifier-free guidance; <= 1 disables it (no unconditional pass).
-            text_guidance_scale (`float`): text guidance, used only when `prompt` is given.
+            text_guidance_scale (`float`): text guidance, used only when `prompt` / `prompt_embeds` is given.
             guidance_rescale (`float`): in [0, 1]; rescales the guided prediction's spread towards the conditional
                 one's (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Sec. 3.4),
                 which counters the over-saturated colours that strong guidance gives.
@@ -372,15 +646,26 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             eta (`float`): DDIM eta, passed to schedulers that accept it.
             generator (`torch.Generator` or list of them, *optional*): for reproducible sampling.
             latents (`torch.Tensor`, *optional*): initial noise `(batch, channels, h, w)`.
-            audio_embeds, negative_audio_embeds (`torch.Tensor`, *optional*): precomputed `encode_audio` outputs.
+            audio_embeds, negative_audio_embeds (`torch.Tensor`, *optional*): precomputed `encode_audio` outputs
+                `(batch or 1, tokens, dim)`.
+            prompt_embeds, negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed `encode_prompt` outputs
+                `(batch or 1, seq, dim)`; they work without a text encoder in the pipeline.
             output_type (`str`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
             return_dict (`bool`): return an [`AudioToImagePipelineOutput`] instead of a tuple.
-            callback_on_step_end (`Callable`, *optional*): called as `fn(pipe, step, timestep, tensors)` after
-                each step; may return replacements for `callback_on_step_end_tensor_inputs` (default `["latents"]`).
+            callback_on_step_end (`Callable` or a diffusers `PipelineCallback`, *optional*): called as
+                `fn(pipe, step, timestep, tensors)` after each step; may return replacements for the tensors named
+                in `callback_on_step_end_tensor_inputs` (default `["latents"]`; also `"prompt_embeds"`, the stacked
+                conditioning with the fully conditional block last). It may change `pipe._guidance_scale`.
 
         Examples:
         """
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        callback_on_step_end_tensor_inputs = self._start_call(
+            guidance_scale,
+            text_guidance_scale,
+            guidance_rescale,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
         # 1. Check inputs (nothing below runs a model before every argument has been validated)
         self.check_inputs(
             audio,
@@ -398,61 +683,32 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             num_images_per_prompt,
             callback_on_step_end_tensor_inputs,
             guidance_rescale,
+            prompt_embeds,
+            negative_prompt_embeds,
         )
-        waveforms = self.prepare_audio(audio, sampling_rate) if audio is not None else None
-        neg_waveforms = (
-            self.prepare_audio(negative_audio, sampling_rate, arg="negative_audio")
-            if negative_audio is not None
-            else None
-        )
-        batch_size = 1 if audio_weights is not None else len(waveforms) if waveforms is not None else len(audio_embeds)
-        num_negative = (
-            len(neg_waveforms)
-            if neg_waveforms is not None
-            else len(negative_audio_embeds)
-            if negative_audio_embeds is not None
-            else 1
-        )
-        if num_negative not in (1, batch_size):
-            raise ValueError(f"Got {num_negative} negative sounds for {batch_size} sounds; pass 1 or {batch_size}.")
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         device = self._execution_device
         dtype = self.unet.dtype
 
         # 2. Encode the sounds (and the optional text)
-        if audio_embeds is None:
-            audio_embeds = self._encode_waveforms(waveforms, device)
-            if audio_weights is not None:
-                audio_embeds = self.mix_audio_embeds(audio_embeds, audio_weights)
-        cond_audio = audio_embeds.to(device=device, dtype=dtype)
-        if neg_waveforms is not None:
-            negative_audio_embeds = self._encode_waveforms(neg_waveforms, device)
-        if negative_audio_embeds is None:
-            negative_audio_embeds = self.audio_projection.get_null_audio_embeds(batch_size)
-        neg_audio = negative_audio_embeds.to(device=device, dtype=dtype).expand(batch_size, -1, -1)
-
-        do_audio_cfg = guidance_scale > 1.0
-        do_text_cfg = prompt is not None and text_guidance_scale > 1.0
-        branches = {}
-        if self.text_encoder is not None:
-            prompts = self._per_sound(prompt if prompt is not None else "", batch_size, "prompt")
-            negatives = self._per_sound(
-                negative_prompt if negative_prompt is not None else "", batch_size, "negative_prompt"
-            )
-            text = self.encode_prompt(prompts, device)
-            neg_text = self.encode_prompt(negatives, device) if do_text_cfg else None
-            branches["cond"] = torch.cat([text, cond_audio], dim=1)
-            if do_audio_cfg:
-                branches["no_audio"] = torch.cat([text, neg_audio], dim=1)
-            if do_text_cfg:
-                branches["no_text"] = torch.cat([neg_text, neg_audio if do_audio_cfg else cond_audio], dim=1)
-        else:
-            branches["cond"] = cond_audio
-            if do_audio_cfg:
-                branches["no_audio"] = neg_audio
-        branches = {k: v.repeat_interleave(num_images_per_prompt, dim=0) for k, v in branches.items()}
-        encoder_hidden_states = torch.cat(list(branches.values()), dim=0)
+        encoder_hidden_states, branch_names, batch_size = self._prepare_conditioning(
+            audio=audio,
+            sampling_rate=sampling_rate,
+            audio_weights=audio_weights,
+            prompt=prompt,
+            negative_audio=negative_audio,
+            negative_prompt=negative_prompt,
+            audio_embeds=audio_embeds,
+            negative_audio_embeds=negative_audio_embeds,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            guidance_scale=guidance_scale,
+            text_guidance_scale=text_guidance_scale,
+            num_images_per_prompt=num_images_per_prompt,
+            device=device,
+            dtype=dtype,
+        )
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -460,43 +716,22 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         # 4. Initial noise
         total = batch_size * num_images_per_prompt
-        latents = self.prepare_latents(total, height, width, self.unet.dtype, device, generator, latents)
-        step_kwargs = {}
-        if "eta" in self.scheduler.step.__code__.co_varnames:
-            step_kwargs["eta"] = eta
-        if "generator" in self.scheduler.step.__code__.co_varnames:
-            step_kwargs["generator"] = generator
+        latents = self.prepare_latents(total, height, width, dtype, device, generator, latents)
 
         # 5. Denoising loop
-        self._num_timesteps = len(timesteps)
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                model_input = torch.cat([latents] * len(branches))
-                model_input = self.scheduler.scale_model_input(model_input, t)
-                noise = self.unet(model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-                preds = dict(zip(branches, noise.chunk(len(branches))))
-                noise_pred = self._guide(preds, guidance_scale, text_guidance_scale)
-                if guidance_rescale > 0 and len(preds) > 1:
-                    noise_pred = rescale_noise_cfg(noise_pred, preds["cond"], guidance_rescale)
-                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
-
-                if callback_on_step_end is not None:
-                    available = {"latents": latents}
-                    tensors = {k: available[k] for k in callback_on_step_end_tensor_inputs}
-                    out = callback_on_step_end(self, i, t, tensors) or {}
-                    latents = out.pop("latents", latents)
-                progress_bar.update()
+        latents = self._denoise(
+            latents,
+            timesteps,
+            encoder_hidden_states,
+            branch_names,
+            generator,
+            eta,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
 
         # 6. Decode and post-process
-        if output_type == "latent":
-            images = latents
-        else:
-            decoded = self._decode(latents)
-            images = self.image_processor.postprocess(decoded, output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return AudioToImagePipelineOutput(images=images)
+        return self._finish(latents, output_type, return_dict)
 
     @staticmethod
     def _guide(preds: dict[str, torch.Tensor], guidance_scale: float, text_guidance_scale: float) -> torch.Tensor:
