@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from . import AudioToImageImg2ImgPipeline, AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
+from .programs import config_path
 from .toyworld import (
     CLASS_NAMES,
     CLASSES,
@@ -50,9 +51,8 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, pairing_accuracy
 
 logger = logging.getLogger("diffusers_sonify.demo")
-REPO = Path(__file__).resolve().parents[2]
-BUILD_CONFIG = REPO / "dataset_builder" / "configs" / "toyworld.yaml"
-TRAIN_CONFIG = REPO / "train_scripts" / "configs" / "toyworld.yaml"
+# Seconds each stage took in the recorded run (docs/demo, a quiet 2-core box); printed as the ETA of each stage.
+STAGE_ETA = {"corpora": 2, "audio_encoder": 51, "build": 33, "train": 495, "evaluate": 110}
 
 # The acceptance bars of the toy world (issue 5); the demo reports each measured value against its bar.
 BARS = {
@@ -100,7 +100,7 @@ def _run(cmd: list[str], log_path: Path) -> None:
     """Run a stage program; its output goes to a log file (and the tail to the error when it fails)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
@@ -336,6 +336,37 @@ def edit_section(model_dir: Path, out: Path, size: DemoSize, seed: int) -> tuple
     return metrics, lines
 
 
+def _quiet_library_progress() -> None:
+    """The demo's own stages show progress; per-file save and per-model load bars inside them are noise."""
+    import datasets
+    import diffusers
+    import transformers
+
+    datasets.disable_progress_bars()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def write_example_sounds(folder: Path, seed: int) -> list[Path]:
+    """Held-out example sounds for the README quickstart: one clip per class (`bell.wav`, ...) and a reverberant
+    one (`rain_indoors.wav`), 16 kHz WAV, made like the training soundtracks."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sounds = make_eval_sounds(
+        seed=seed + 7, singles_per_class=1, mixtures_per_pair=0, loudness_series_per_class=0, num_sweeps=0
+    )
+    written = []
+    for s in sounds:
+        if s.kind == "single" or (s.kind == "reverb" and s.classes[0] == "rain" and s.setting == "indoor"):
+            name = s.classes[0] + ("_indoors" if s.kind == "reverb" else "")
+            path = folder / f"{name}.wav"
+            if path not in written:
+                sf.write(path, s.audio, SAMPLING_RATE)
+                written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo")
@@ -343,18 +374,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny everything, for tests")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _quiet_library_progress()
     size = QUICK if args.quick else DemoSize()
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     stages: dict[str, float] = {}
 
+    def begin(name: str) -> float:
+        if not args.quick:
+            eta = STAGE_ETA[name]
+            logger.info("[demo] %d/5 %s: about %d s on the recorded quiet 2-core box", len(stages) + 1, name, eta)
+        return time.time()
+
     def stage(name: str, t0: float) -> None:
         stages[name] = round(time.time() - t0, 1)
         logger.info("[demo] %s done in %.1f s", name, stages[name])
 
     # 1. Corpora (unpaired; different seeds)
-    t0 = time.time()
+    t0 = begin("corpora")
     corpora = out / "corpora"
     images_ds = make_image_corpus(size.num_images, seed=args.seed)
     audio_ds = make_audio_corpus(size.clips_per_class, seed=args.seed + 1)
@@ -364,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
     stage("corpora", t0)
 
     # 2. Audio encoder, pre-trained on the audio corpus alone, then frozen
-    t0 = time.time()
+    t0 = begin("audio_encoder")
     encoder, feature_extractor = toy_audio_encoder(args.seed)
     losses = pretrain_audio_encoder(
         encoder,
@@ -379,13 +417,14 @@ def main(argv: list[str] | None = None) -> dict:
     stage("audio_encoder", t0)
 
     # 3. Sonified dataset, with the builder program
-    t0 = time.time()
+    t0 = begin("build")
     sonified_dir = out / "sonified"
     _run(
         [
             sys.executable,
-            "dataset_builder/build.py",
-            str(BUILD_CONFIG),
+            "-m",
+            "diffusers_sonify.build",  # dataset_builder/build.py, shipped with the package
+            str(config_path("dataset_builder", "toyworld.yaml")),
             "--image_dataset",
             str(corpora / "images"),
             "--audio_dataset",
@@ -398,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
     stage("build", t0)
 
     # 4. Training, with the training program
-    t0 = time.time()
+    t0 = begin("train")
     model_dir = out / "model"
     train_cmd = [
         sys.executable,
@@ -413,8 +452,9 @@ def main(argv: list[str] | None = None) -> dict:
         "no",
         "--dynamo_backend",
         "no",
-        "train_scripts/train.py",
-        str(TRAIN_CONFIG),
+        "-m",
+        "diffusers_sonify.train",  # train_scripts/train.py, shipped with the package
+        str(config_path("train_scripts", "toyworld.yaml")),
         "--dataset_name",
         str(sonified_dir),
         "--audio_encoder_name_or_path",
@@ -430,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
     stage("train", t0)
 
     # 5. Evaluation on held-out sounds
-    t0 = time.time()
+    t0 = begin("evaluate")
     pipe = AudioToImagePipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
     if size.eval_scale:
@@ -465,6 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics, sounds, images, parsed, args.quick)
+    examples = write_example_sounds(out / "examples", seed=args.seed)
     with open(out / "report.md", "a") as report:
         report.write(edit_lines)
     for key, (op, bar) in BARS.items():
@@ -477,6 +518,11 @@ def main(argv: list[str] | None = None) -> dict:
             "met" if metrics["bars_met"][key] else "NOT met",
         )
     logger.info("[demo] report: %s (%.0f s in all)", out / "report.md", metrics["wall_seconds"])
+    logger.info(
+        "[demo] the trained pipeline (32x32 images) is in %s; try it with %s: see README, Quickstart",
+        model_dir,
+        ", ".join(sorted(p.name for p in examples)),
+    )
     return metrics
 
 

@@ -31,6 +31,7 @@ Definitions and sources:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -157,7 +158,11 @@ def kid_from_features(
     size = subset_size or min(1000, len(real), len(fake))
     if size > min(len(real), len(fake)):
         raise ValueError(f"`subset_size` {size} exceeds the smaller set ({min(len(real), len(fake))} images).")
-    metric = KernelInceptionDistance(feature=_PrecomputedFeatures(real.shape[1]), subsets=subsets, subset_size=size)
+    with warnings.catch_warnings():  # "will save all extracted features": these are already features, in memory
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        metric = KernelInceptionDistance(
+            feature=_PrecomputedFeatures(real.shape[1]), subsets=subsets, subset_size=size
+        )
     metric.update(real, real=True)
     metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):

@@ -136,7 +136,9 @@ def edit_metrics(cases: list[EditCase], parsed: list[ParsedScene]) -> dict[str, 
 
 def sound_picture(audio: np.ndarray, size: int = 32) -> PIL.Image.Image:
     """A small log-magnitude spectrogram of a clip (low frequencies at the bottom), for report grids."""
-    spec = torch.stft(torch.as_tensor(audio), n_fft=256, hop_length=128, return_complex=True).abs()
+    spec = torch.stft(
+        torch.as_tensor(audio), n_fft=256, hop_length=128, window=torch.hann_window(256), return_complex=True
+    ).abs()
     db = 20 * torch.log10(spec + 1e-5)
     db = ((db - db.max() + 80.0) / 80.0).clamp(0, 1).flip(0)
     pixels = (255 * db.numpy()).astype(np.uint8)
