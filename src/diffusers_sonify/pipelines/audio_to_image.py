@@ -35,13 +35,14 @@ logger = logging.get_logger(__name__)
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
-        >>> import diffusers_sonify  # registers the pipeline's classes for loading
         >>> from diffusers_sonify import AudioToImagePipeline
 
-        >>> pipe = AudioToImagePipeline.from_pretrained("org/sonify")
-        >>> image = pipe("rain_on_a_window.wav", num_inference_steps=25, guidance_scale=4.0).images[0]
+        >>> # written by `make demo` (32x32 images); a Hub model loads by its repo id, e.g. "<org>/sonify"
+        >>> pipe = AudioToImagePipeline.from_pretrained("outputs/demo/model")
+        >>> image = pipe("outputs/demo/examples/rain.wav", num_inference_steps=20, guidance_scale=5.0).images[0]
         >>> # several sounds, one picture: semantic mixing
-        >>> image = pipe(["dog.wav", "bell.wav"], audio_weights=[0.7, 0.3]).images[0]
+        >>> bell, bird = "outputs/demo/examples/bell.wav", "outputs/demo/examples/bird.wav"
+        >>> image = pipe([bell, bird], audio_weights=[0.5, 0.5], num_inference_steps=20, guidance_scale=5.0).images[0]
         >>> image.save("heard.png")
         ```
 """
@@ -58,6 +59,17 @@ class AudioToImagePipelineOutput(BaseOutput):
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+class _DropLogRecords:
+    """A logging filter that drops records whose message contains every one of `fragments`."""
+
+    def __init__(self, *fragments: str):
+        self.fragments = fragments
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not all(f in message for f in self.fragments)
 
 
 def _as_list(audio) -> list:
@@ -148,6 +160,23 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 str(pretrained_model_name_or_path), **{k: kwargs[k] for k in download if k in kwargs}
             )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, **kwargs):
+        """diffusers' [`~loaders.StableDiffusionLoraLoaderMixin.load_lora_weights`] (LoRA into the UNet and, when the
+        file has text-encoder layers, into the text encoder).
+
+        This project's LoRA files adapt the UNet only, so diffusers' note that the file has no text-encoder keys
+        would be printed on every load; it is dropped. Every other message, and every error, comes through.
+        """
+        lora_logger = logging.get_logger("diffusers.loaders.lora_base")
+        note = _DropLogRecords("No LoRA keys associated to", "prefix='text_encoder'")
+        lora_logger.addFilter(note)
+        try:
+            super().load_lora_weights(
+                pretrained_model_name_or_path_or_dict, adapter_name=adapter_name, hotswap=hotswap, **kwargs
+            )
+        finally:
+            lora_logger.removeFilter(note)
 
     # ------------------------------------------------------------------ state read by callbacks
     @property

@@ -3,11 +3,11 @@
 Load it from the package: `evaluate.load(diffusers_sonify.evaluation.evaluate_module_path("ais"))`.
 """
 
-import datasets
 import evaluate
 import numpy as np
 
 from diffusers_sonify.evaluation import audio_image_similarity
+from diffusers_sonify.evaluation.evaluate_support import paired_metric_info
 
 _DESCRIPTION = """
 Audio-image similarity as AudioToken (arXiv:2305.13050) and SonicDiffusion (arXiv:2405.00878) compute it: for each
@@ -23,23 +23,11 @@ Returns:
     {"ais": value}
 """
 
-_CITATION = "diffusers-sonify, src/diffusers_sonify/evaluation/metrics.py (definitions and sources in its docstring)"
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Ais(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Sequence(datasets.Value("float64")),
-                }
-            ),
-        )
+        return paired_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         value = audio_image_similarity(np.asarray(predictions), np.asarray(references))

@@ -4,11 +4,11 @@ computed by `diffusers_sonify.evaluation.audio_image_similarity_mean_cosine`.
 Load it from the package: `evaluate.load(diffusers_sonify.evaluation.evaluate_module_path("ais_mean_cosine"))`.
 """
 
-import datasets
 import evaluate
 import numpy as np
 
 from diffusers_sonify.evaluation import audio_image_similarity_mean_cosine
+from diffusers_sonify.evaluation.evaluate_support import paired_metric_info
 
 _DESCRIPTION = """
 The mean-cosine AIS variant that MACS (arXiv:2503.10287) reports under the name AIS: mean cosine of each image with
@@ -23,23 +23,11 @@ Returns:
     {"ais_mean_cosine": value}
 """
 
-_CITATION = "diffusers-sonify, src/diffusers_sonify/evaluation/metrics.py (definitions and sources in its docstring)"
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class AisMeanCosine(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Sequence(datasets.Value("float64")),
-                }
-            ),
-        )
+        return paired_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, zscore=False):
         value = audio_image_similarity_mean_cosine(np.asarray(predictions), np.asarray(references), zscore=zscore)

@@ -3,11 +3,11 @@
 Load it from the package: `evaluate.load(diffusers_sonify.evaluation.evaluate_module_path("clip_score"))`.
 """
 
-import datasets
 import evaluate
 import numpy as np
 
 from diffusers_sonify.evaluation import clip_score
+from diffusers_sonify.evaluation.evaluate_support import paired_metric_info
 
 _DESCRIPTION = """
 CLIP score (Hessel et al., 2021, arXiv:2104.08718; torchmetrics convention): mean of 100 * max(cos(image, text),
@@ -22,23 +22,11 @@ Returns:
     {"clip_score": value}
 """
 
-_CITATION = "diffusers-sonify, src/diffusers_sonify/evaluation/metrics.py (definitions and sources in its docstring)"
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ClipScore(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Sequence(datasets.Value("float64")),
-                }
-            ),
-        )
+        return paired_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         value = clip_score(np.asarray(predictions), np.asarray(references))

@@ -3,11 +3,11 @@
 Load it from the package: `evaluate.load(diffusers_sonify.evaluation.evaluate_module_path("fid"))`.
 """
 
-import datasets
 import evaluate
 import numpy as np
 
 from diffusers_sonify.evaluation import fid_from_features
+from diffusers_sonify.evaluation.evaluate_support import paired_metric_info
 
 _DESCRIPTION = """
 Fréchet distance between Gaussians fitted to two feature sets (Heusel et al., 2017, arXiv:1706.08500), through
@@ -24,23 +24,11 @@ Returns:
     {"fid": value}
 """
 
-_CITATION = "diffusers-sonify, src/diffusers_sonify/evaluation/metrics.py (definitions and sources in its docstring)"
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Fid(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Sequence(datasets.Value("float64")),
-                }
-            ),
-        )
+        return paired_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         value = fid_from_features(np.asarray(references), np.asarray(predictions))

@@ -3,11 +3,11 @@
 Load it from the package: `evaluate.load(diffusers_sonify.evaluation.evaluate_module_path("kid"))`.
 """
 
-import datasets
 import evaluate
 import numpy as np
 
 from diffusers_sonify.evaluation import kid_from_features
+from diffusers_sonify.evaluation.evaluate_support import paired_metric_info
 
 _DESCRIPTION = """
 Kernel Inception Distance (Bińkowski et al., 2018, arXiv:1801.01401): unbiased MMD^2 with a cubic polynomial kernel
@@ -22,23 +22,11 @@ Returns:
     {"kid_mean": mean, "kid_std": std}
 """
 
-_CITATION = "diffusers-sonify, src/diffusers_sonify/evaluation/metrics.py (definitions and sources in its docstring)"
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Kid(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Sequence(datasets.Value("float64")),
-                }
-            ),
-        )
+        return paired_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, subset_size=None, subsets=100, seed=0):
         mean, std = kid_from_features(
