@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,14 @@ REQUIRED_KEYS = {
 
 
 def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
-    metrics = demo.main(["--quick", "--output_dir", str(tmp_path)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        metrics = demo.main(["--quick", "--output_dir", str(tmp_path)])
+    # issue 10: a clean run prints progress and results, not warnings the project could avoid
+    assert not [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    for log in ("build.log", "train.log"):
+        text = (tmp_path / log).read_text()
+        assert not re.search(r"warn", text, re.I), f"{log}: " + text[:3000]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert REQUIRED_KEYS <= set(saved) and saved["quick"] is True
     # issue 12: the evaluation CLI ran on the demo's model with the toy world's scorers, and the floor beside it

@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> dict:
         "no",
         "--dynamo_backend",
         "no",
+        "--num_cpu_threads_per_process",
+        "2",  # accelerate's CPU default, given so that it does not warn about choosing it
         "-m",
         "diffusers_sonify.train",  # train_scripts/train.py, shipped with the package
         str(config_path("train_scripts", "toyworld.yaml")),
