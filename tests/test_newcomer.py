@@ -83,6 +83,10 @@ def test_readme_walk_demo_quickstart_build_and_train(tmp_path):
         "PYTHONUNBUFFERED": "1",
     }
 
+    # the README's commands run from the repository's root: the folders they name are here as they are there
+    for folder in ("dataset_builder", "train_scripts"):
+        (tmp_path / folder).symlink_to(ROOT / folder, target_is_directory=True)
+
     # 1. `make demo`, in its quick size: a loadable pipeline and the quickstart's example sounds
     run(f"{sys.executable} -m diffusers_sonify.demo --quick --output_dir outputs/demo", tmp_path, env)
     assert (tmp_path / "outputs/demo/model/model_index.json").is_file()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_script
+from hub_helpers import run_script
 from test_hub_wire import reference_images
 
 from diffusers_sonify.hub import export_remote_code

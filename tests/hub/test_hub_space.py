@@ -101,7 +101,7 @@ def test_app_in_headless_chromium_shows_the_pipelines_image(tiny_pipe, tiny_pipe
 
 @pytest.mark.slow
 def test_space_folder_push_pull_round_trip(hub, hub_env, tmp_path):
-    from conftest import run_script
+    from hub_helpers import run_script
     from huggingface_hub import SpaceCard
     from test_hub_wire import local_files
 

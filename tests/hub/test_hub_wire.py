@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import FAKE_TOKEN, run_script
+from hub_helpers import FAKE_TOKEN, run_script
 from hub_scripts import SR, example_sound, rows_digest
 
 from diffusers_sonify.hub import push_folder
