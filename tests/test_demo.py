@@ -29,6 +29,7 @@ REQUIRED_KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

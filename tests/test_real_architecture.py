@@ -7,6 +7,7 @@ Proves that the adapter's defaults fit the checkpoints the sd15_clap recipe load
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import ClapAudioConfig, ClapAudioModelWithProjection, ClapFeatureExtractor
@@ -15,6 +16,7 @@ from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline
 from diffusers_sonify.tiny import SD15_UNET_CONFIG, SD15_VAE_CONFIG
 
 
+@pytest.mark.slow
 def test_sd15_unet_with_clap_htsat_runs_one_step():
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
