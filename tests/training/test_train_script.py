@@ -132,7 +132,9 @@ def test_output_reloads_and_lora_reproduces_validation(single_runs, validation_w
     pipe.load_lora_weights(a)
     images = pipe(validation_wavs, generator=torch.Generator().manual_seed(cfg["seed"]), **kwargs).images
     grid = np.asarray(PIL.Image.open(a / "validation_grid.png").convert("RGB"))
-    np.testing.assert_array_equal(np.concatenate([np.asarray(i) for i in images], axis=1), grid)
+    # another process and module instance: float bits may differ by CPU vendor, so one uint8 level is allowed
+    reloaded = np.concatenate([np.asarray(i) for i in images], axis=1).astype(int)
+    assert np.abs(reloaded - grid.astype(int)).max() <= 1
     without_lora = (np.concatenate(list(base), axis=1) * 255).round().astype(np.uint8)
     assert np.abs(without_lora.astype(int) - grid.astype(int)).max() > 0, "LoRA had no effect on the images"
 
