@@ -34,6 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as err:  # one line naming the fields, not a traceback
         raise SystemExit(f"train.py: error: {err}") from None
 
+    from diffusers_sonify.audio import decode_audio
+
+    for i, path in enumerate(cfg.validation_audio):  # decodable now, not after hours of training
+        try:
+            decode_audio(path, max_seconds=1.0, arg=f"validation_audio[{i}]")
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise SystemExit(f"train.py: error: {err}") from None
+
     import diffusers
     import numpy as np
     import torch

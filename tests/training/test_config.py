@@ -175,6 +175,19 @@ def test_wrong_combination_fails_in_under_5_s_from_the_command_line():
     assert seconds < 5, f"failed after {seconds:.1f} s"
 
 
+def test_undecodable_validation_audio_fails_before_any_model_loads(tmp_path):
+    """A wrong `--validation_audio` was found only after training; now it stops the run at startup."""
+    not_audio = tmp_path / "rain.wav"
+    not_audio.write_text("this is not audio")
+    pipeline_dir = tmp_path / "no-pipeline-here"  # never opened: the sound is checked first
+    pipeline_dir.mkdir()
+    args = ["--dataset_name", "org/data", "--pretrained_pipeline", str(pipeline_dir)]
+    proc, seconds = run_script(str(TINY_YAML), *args, "--validation_audio", str(not_audio))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().startswith("train.py: error: `validation_audio[0]`:"), proc.stderr[-2000:]
+    assert "is not a readable audio file" in proc.stderr and seconds < 15
+
+
 def test_build_components_from_base_model_and_audio_encoder(tiny_base_dirs, tiny_dataset_dir):
     from diffusers_sonify import training_utils as tu
 
