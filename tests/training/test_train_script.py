@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+import soundfile as sf
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -270,7 +271,7 @@ def test_pipeline_is_saved_before_the_final_validation(tmp_path, monkeypatch, ti
 
     monkeypatch.setattr(tu, "generate_validation_images", broken_validation)
     wav = tmp_path / "v.wav"
-    wav.write_bytes(Path(tiny_dataset_dir, "dataset_info.json").read_bytes())  # exists; never decoded here
+    sf.write(wav, np.zeros(16_000, np.float32), 16_000)  # a real sound: train.py decodes it at startup
     main = runpy.run_path(str(TRAIN))["main"]
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="validation broke"):
