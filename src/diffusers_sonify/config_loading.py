@@ -102,6 +102,13 @@ def parse_config_args(
     return tuple(cls(**{f.name: namespace[f.name] for f in fields(cls) if f.init}) for cls in dataclass_types)
 
 
+def require_positive(config, names: tuple[str, ...]) -> None:
+    """Raise `ValueError` naming the first field of `names` on `config` that is not > 0."""
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"`{name}` must be positive, got {getattr(config, name)}.")
+
+
 def load_mapping(value, arg: str) -> dict | None:
     """An inline mapping, a JSON object string, or a path to a JSON/YAML file -> dict (None stays None)."""
     if value is None or isinstance(value, dict):

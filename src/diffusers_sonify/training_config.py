@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
-from .config_loading import load_mapping, parse_config_args
+from .config_loading import load_mapping, parse_config_args, require_positive
 
 ADAPTER_INPUT_TYPES = ("pooled", "hidden_states", "both")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -231,18 +231,19 @@ class TrainingConfig:
         self._check_paths()
 
     def _check_values(self):
-        for name in (
-            "train_batch_size",
-            "num_train_epochs",
-            "gradient_accumulation_steps",
-            "checkpointing_steps",
-            "validation_steps",
-            "validation_inference_steps",
-            "resolution",
-            "num_pooled_tokens",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        require_positive(
+            self,
+            (
+                "train_batch_size",
+                "num_train_epochs",
+                "gradient_accumulation_steps",
+                "checkpointing_steps",
+                "validation_steps",
+                "validation_inference_steps",
+                "resolution",
+                "num_pooled_tokens",
+            ),
+        )
         for name in ("max_train_steps", "max_train_samples", "max_steps_this_run", "checkpoints_total_limit"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from ..config_loading import require_positive
+
 BUILDER_VERSION = "0.1.0"
 DEFAULT_DESCRIBER = "diffusers_sonify.sonification.describe:VLMDescriber"
 # A small instruction-tuned VLM with a chat template that runs with stock transformers (no remote code).
@@ -305,19 +307,20 @@ class BuilderConfig:
                 "`audio_text_columns` is empty, so the clips have no text to index: set `index_backend: clap` "
                 "to retrieve unlabelled audio from its sound, or name the label/caption columns."
             )
-        for name in (
-            "sample_rate",
-            "top_k",
-            "shard_size",
-            "describe_batch_size",
-            "num_proc",
-            "rows_per_parquet",
-            "max_sources",
-            "max_new_tokens",
-            "retrieval_chunk_size",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        require_positive(
+            self,
+            (
+                "sample_rate",
+                "top_k",
+                "shard_size",
+                "describe_batch_size",
+                "num_proc",
+                "rows_per_parquet",
+                "max_sources",
+                "max_new_tokens",
+                "retrieval_chunk_size",
+            ),
+        )
         if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ValueError(f"`duration_s` must be a positive number of seconds, got {self.duration_s}.")
         if self.max_clip_uses < 0:
