@@ -55,6 +55,21 @@ def _to_array(image) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+def _object_pixels(arr: np.ndarray) -> np.ndarray:
+    cmax, cmin = arr.max(-1), arr.min(-1)
+    sat = (cmax - cmin) / np.maximum(cmax, 1e-6)
+    return (sat >= MIN_SATURATION) & (cmax - cmin >= MIN_CHROMA)
+
+
+def object_pixels(image) -> np.ndarray:
+    """Where the parser sees objects: a boolean `(H, W)` array, True on object pixels, False on the background.
+
+    Args:
+        image (`PIL.Image.Image` or `np.ndarray` `(H, W, 3)` in [0, 1]): the image.
+    """
+    return _object_pixels(_to_array(image))
+
+
 def parse_scene(image, min_area: int = DEFAULT_MIN_AREA) -> ParsedScene:
     """Parse one image.
 
@@ -69,11 +84,10 @@ def parse_scene(image, min_area: int = DEFAULT_MIN_AREA) -> ParsedScene:
         raise ValueError(f"`min_area` must be >= 1 pixel, got {min_area}.")
     arr = _to_array(image)
     cmax, cmin = arr.max(-1), arr.min(-1)
-    sat = (cmax - cmin) / np.maximum(cmax, 1e-6)
     r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
     delta = np.maximum(cmax - cmin, 1e-6)
     hue = np.where(cmax == r, ((g - b) / delta) % 6, np.where(cmax == g, (b - r) / delta + 2, (r - g) / delta + 4)) / 6
-    is_object = (sat >= MIN_SATURATION) & (cmax - cmin >= MIN_CHROMA)
+    is_object = _object_pixels(arr)
     dist = np.abs(hue[..., None] - _CLASS_HUES)
     dist = np.minimum(dist, 1 - dist)
     label = dist.argmin(-1)
