@@ -53,8 +53,9 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, pairing_accuracy
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took in the recorded run (docs/demo, a quiet 2-core box); printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 2, "audio_encoder": 51, "build": 33, "train": 495, "evaluate": 110}
+# Seconds each stage took in the last measured full run (RECIPE.md, d10: a 2-core AMD EPYC at load ~1-1.7);
+# printed as the ETA of each stage.
+STAGE_ETA = {"corpora": 2, "audio_encoder": 53, "build": 38, "train": 307, "evaluate": 81}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -492,7 +493,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     def begin(name: str) -> float:
         if not args.quick:
             eta = STAGE_ETA[name]
-            logger.info("[demo] %d/5 %s: about %d s on the recorded quiet 2-core box", len(stages) + 1, name, eta)
+            logger.info("[demo] %d/5 %s: about %d s on the measured 2-core box", len(stages) + 1, name, eta)
         return time.time()
 
     def stage(name: str, t0: float) -> None:
