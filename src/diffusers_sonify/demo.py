@@ -36,7 +36,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from . import AudioToImageImg2ImgPipeline, AudioToImagePipeline
+from . import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
 from .programs import config_path
@@ -53,9 +53,9 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, pairing_accuracy
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took in the last measured full run (RECIPE.md, d10: a 2-core AMD EPYC at load ~1-1.7);
+# Seconds each stage took in the last measured full run (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9);
 # printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 2, "audio_encoder": 53, "build": 38, "train": 307, "evaluate": 81}
+STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "build": 48, "train": 509, "evaluate": 159}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -331,46 +331,59 @@ def renders_vs_generations(out: Path, num_pairs: int = 16) -> tuple[dict, str]:
 
 def edit_section(model_dir: Path, out: Path, size: DemoSize, seed: int) -> tuple[dict, str]:
     """Sound edits a picture: held-out renders edited by held-out sounds (`toyworld/editing.py`), measured by the
-    parser. Writes `grid_edits.png` (input render | sound | edited image) and returns the metrics and report lines."""
+    parser. The documented edit is inpainting with the parser's mask of the input (`AudioToImageInpaintPipeline`,
+    checked against the bars); unmasked SDEdit (`AudioToImageImg2ImgPipeline`) is reported beside it. Writes
+    `grid_edits.png` (input render | sound | inpainted | SDEdit) and returns the metrics and report lines."""
     from .toyworld.editing import (
         EDIT_BARS,
         EDIT_KINDS,
         EDIT_STRENGTH,
+        INPAINT_STRENGTH,
         edit_metrics,
         make_edit_cases,
+        repaint_mask,
         run_edits,
         sound_picture,
     )
 
-    pipe = AudioToImageImg2ImgPipeline.from_pretrained(model_dir)
-    pipe.set_progress_bar_config(disable=True)
+    sdedit = AudioToImageImg2ImgPipeline.from_pretrained(model_dir)
+    sdedit.set_progress_bar_config(disable=True)
+    inpaint = AudioToImageInpaintPipeline.from_pipe(sdedit)
+    inpaint.set_progress_bar_config(disable=True)
     cases = make_edit_cases(seed=seed, per_kind=12 if size.eval_scale else 1)
-    edited = run_edits(
-        pipe,
-        cases,
-        num_inference_steps=size.sampling_steps,
-        guidance_scale=size.guidance_scale,
-        guidance_rescale=size.guidance_rescale,
-        seed=seed,
-    )
-    metrics = edit_metrics(cases, parse_scenes(edited))
-    metrics["edit_strength"] = EDIT_STRENGTH
+    sampling = {
+        "num_inference_steps": size.sampling_steps,
+        "guidance_scale": size.guidance_scale,
+        "guidance_rescale": size.guidance_rescale,
+        "seed": seed,
+    }
+    masks = [repaint_mask(c.render) for c in cases]
+    inpainted = run_edits(inpaint, cases, strength=INPAINT_STRENGTH, masks=masks, **sampling)
+    unmasked = run_edits(sdedit, cases, strength=EDIT_STRENGTH, **sampling)
+    metrics = edit_metrics(cases, parse_scenes(inpainted))
+    sdedit_metrics = edit_metrics(cases, parse_scenes(unmasked))
+    metrics.update({f"sdedit_{k}": v for k, v in sdedit_metrics.items()})
+    metrics["edit_strength"] = INPAINT_STRENGTH
+    metrics["sdedit_strength"] = EDIT_STRENGTH
     metrics["edit_bars_met"] = {k: metrics[k] >= bar for k, bar in EDIT_BARS.items() if k in metrics}
     rows = [i for kind in EDIT_KINDS for i in [j for j, c in enumerate(cases) if c.kind == kind][:4]]
-    _grid([im for i in rows for im in (cases[i].render, sound_picture(cases[i].audio), edited[i])], 6).save(
-        out / "grid_edits.png"
-    )
+    columns = [(cases[i].render, sound_picture(cases[i].audio), inpainted[i], unmasked[i]) for i in rows]
+    _grid([im for case in columns for im in case], 8).save(out / "grid_edits.png")
     table = "\n".join(
-        f"| {k} | {metrics[k]:.3f} | >= {bar} | {'met' if metrics['edit_bars_met'][k] else 'NOT met'} |"
+        f"| {k} | {metrics[k]:.3f} | {sdedit_metrics[k]:.3f} | >= {bar} | "
+        f"{'met' if metrics['edit_bars_met'][k] else 'NOT met'} |"
         for k, bar in EDIT_BARS.items()
         if k in metrics
     )
     lines = (
-        f"\n## Sound edits a picture\n\n`AudioToImageImg2ImgPipeline`, strength {EDIT_STRENGTH}, {len(cases)} "
-        "held-out renders, each edited by a held-out sound; in the grid (rows of two cases: to indoor, to outdoor, "
-        "add a class, two rows each) every case is input render | sound (spectrogram) | edited image.\n\n"
+        f"\n## Sound edits a picture\n\n{len(cases)} held-out renders, each edited by a held-out sound. The "
+        f"documented edit is `AudioToImageInpaintPipeline` at strength {INPAINT_STRENGTH} with `mask_image` = the "
+        "scene parser's background mask of the input (white = repaint; the objects are kept); unmasked SDEdit "
+        f"(`AudioToImageImg2ImgPipeline`, strength {EDIT_STRENGTH}) is the comparison column. In the grid (rows of "
+        "two cases: to indoor, to outdoor, add a class, two rows each) every case is input render | sound "
+        "(spectrogram) | inpainted | SDEdit.\n\n"
         "![edits](grid_edits.png)\n\n"
-        f"| metric | value | bar | |\n|---|---|---|---|\n{table}\n"
+        f"| metric | inpainting | SDEdit | bar | inpainting |\n|---|---|---|---|---|\n{table}\n"
     )
     return metrics, lines
 
