@@ -93,10 +93,19 @@ def test_readme_walk_demo_quickstart_build_and_train(tmp_path):
     assert {"bell.wav", "bird.wav", "rain.wav"} <= {p.name for p in (tmp_path / "outputs/demo/examples").iterdir()}
 
     # 2. the quickstart, as written, against what the demo left
-    (quickstart,) = code_blocks(section("## Quickstart"), "python")
+    quickstart, editing = code_blocks(section("## Quickstart"), "python")
     (tmp_path / "quickstart.py").write_text(quickstart)
     run("python quickstart.py", tmp_path, env)
     assert PIL.Image.open(tmp_path / "heard.png").size == (32, 32)
+    # the editing lines, on the picture the quickstart made: inpainting keeps what the mask keeps
+    (tmp_path / "editing.py").write_text(editing)
+    run("python editing.py", tmp_path, env)
+    heard, indoors = (np.asarray(PIL.Image.open(tmp_path / n), dtype=np.int16) for n in ("heard.png", "indoors.png"))
+    assert PIL.Image.open(tmp_path / "edited.png").size == (32, 32)
+    from diffusers_sonify.toyworld.editing import repaint_mask
+
+    kept = np.asarray(repaint_mask(PIL.Image.open(tmp_path / "heard.png"))) == 0
+    assert np.abs(heard - indoors)[kept].max() <= 2  # the VAE is the identity in the toy model: kept pixels return
 
     # 3. the offline build on the user's own files, as written
     make_own_files(tmp_path)
