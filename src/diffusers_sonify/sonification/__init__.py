@@ -25,7 +25,7 @@ _EXPORTS = {
     ],
     "index": ["ClapEmbedder", "SentenceTransformerEmbedder", "embed_audio_corpus"],
     "report": ["BuildReport"],
-    "retrieve": ["VLMReranker", "assign_clips", "topk_cosine"],
+    "retrieve": ["VLMReranker", "assign_clips", "search_topk", "topk_cosine", "topk_cosine_ivf"],
     "write": ["push_dataset_folder"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

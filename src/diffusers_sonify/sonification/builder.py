@@ -36,7 +36,7 @@ from .describe import (
 )
 from .index import embed_audio_corpus, load_embedder, resolve_text_model
 from .report import BuildReport
-from .retrieve import VLMReranker, assign_clips, rerank, topk_cosine
+from .retrieve import VLMReranker, assign_clips, rerank, search_topk
 from .write import (
     check_repo_id,
     data_files_pattern,
@@ -328,7 +328,15 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
     bank = torch.tensor([index["embedding"][i] for i in valid], dtype=torch.float32)
     embedder = _cached_embedder(_config_json(config), device)
     q = embedder.embed_texts(queries)
-    idx, scores = topk_cosine(q, bank, min(config.top_k, len(valid)), chunk_size=config.retrieval_chunk_size)
+    idx, scores = search_topk(
+        q,
+        bank,
+        min(config.top_k, len(valid)),
+        backend=config.retrieval_backend,
+        chunk_size=config.retrieval_chunk_size,
+        nlist=config.faiss_nlist or None,
+        nprobe=config.faiss_nprobe,
+    )
     reranker = VLMReranker.from_config(config, device=device) if config.rerank else None
     k = 0
     for r, srcs in tqdm(rows, desc="Retrieving", disable=len(rows) < 1000 and reranker is None):

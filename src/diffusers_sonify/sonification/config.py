@@ -5,6 +5,7 @@ Every number that shapes the sound is a field here, with its source, so a datase
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -29,6 +30,7 @@ SPACES = ("small", "medium", "large", "open")
 
 
 STAGES = ("describe", "index", "retrieve", "assemble")
+RETRIEVAL_BACKENDS = ("exact", "faiss-ivf", "auto")
 
 
 class _FieldMetadata(Mapping):
@@ -187,6 +189,19 @@ class BuilderConfig:
         neutral="exact search: the chunking bounds memory, not results",
         default=4096,
     )
+    retrieval_backend: str = _help(
+        "Nearest-neighbour search: `exact` (chunked matrix multiply), `faiss-ivf` (approximate inverted-file index; "
+        "needs the `faiss` extra) or `auto` (exact below 10^9 query x clip pairs, faiss-ivf from there on, where it "
+        "is faster; see benchmarks/RESULTS.md).",
+        stages=("retrieve",),
+        default="auto",
+    )
+    faiss_nlist: int = _help(
+        "faiss-ivf: k-means cells of the clip index (0: about 4 sqrt(clips)).", stages=("retrieve",), default=0
+    )
+    faiss_nprobe: int = _help(
+        "faiss-ivf: cells scanned per query (more: higher recall, slower).", stages=("retrieve",), default=32
+    )
 
     # ---- assemble -------------------------------------------------------------------------------------------------
     sample_rate: int = _help("Output sampling rate in Hz (48 kHz: CLAP's rate).", stages=("assemble",), default=48_000)
@@ -323,6 +338,20 @@ class BuilderConfig:
         )
         if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ValueError(f"`duration_s` must be a positive number of seconds, got {self.duration_s}.")
+        if self.retrieval_backend not in RETRIEVAL_BACKENDS:
+            raise ValueError(
+                f"`retrieval_backend` must be one of {RETRIEVAL_BACKENDS}, got {self.retrieval_backend!r}."
+            )
+        if self.retrieval_backend == "faiss-ivf" and importlib.util.find_spec("faiss") is None:
+            raise ValueError(
+                "`retrieval_backend: faiss-ivf` needs faiss, which is not installed: `pip install "
+                "'diffusers-sonify[faiss]'`, or set `retrieval_backend: exact` (or `auto`)."
+            )
+        if self.faiss_nprobe <= 0 or self.faiss_nlist < 0:
+            raise ValueError(
+                f"`faiss_nprobe` must be > 0 and `faiss_nlist` >= 0 (0: automatic), got {self.faiss_nprobe} and "
+                f"{self.faiss_nlist}."
+            )
         if self.max_clip_uses < 0:
             raise ValueError(f"`max_clip_uses` must be >= 0 (0 disables the cap), got {self.max_clip_uses}.")
         if not -1.0 <= self.min_score <= 1.0:

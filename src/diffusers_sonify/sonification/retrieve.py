@@ -1,17 +1,27 @@
 """Retrieve stage: per sound source, the best clips of the audio corpus by cosine similarity.
 
-Exact search with plain chunked tensor math ([`topk_cosine`]), then a score threshold and a reuse cap applied in
-one deterministic pass over the dataset ([`assign_clips`]), optionally after VLM re-ranking ([`VLMReranker`]).
+Exact search with plain chunked tensor math ([`topk_cosine`]) or, for large corpora, an approximate inverted-file
+index through faiss ([`topk_cosine_ivf`]; [`search_topk`] picks one from the builder config), then a score
+threshold and a reuse cap applied in one deterministic pass over the dataset ([`assign_clips`]), optionally after
+VLM re-ranking ([`VLMReranker`]).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 
 import torch
 
+from .config import RETRIEVAL_BACKENDS
+
 logger = logging.getLogger(__name__)
+
+# `auto` switches from exact search to faiss IVF when queries x bank items reach this many pairs. Measured with
+# benchmarks/retrieval.py (RESULTS.md, "Retrieval"): below ~10^9 pairs the exact chunked matmul finishes before
+# IVF's k-means training and list scans pay off.
+AUTO_FAISS_MIN_PAIRS = 10**9
 
 
 def topk_cosine(
@@ -65,6 +75,135 @@ def topk_cosine(
         indices[start : start + q.shape[0]] = best_i
         scores[start : start + q.shape[0]] = best_s.float()
     return indices, scores
+
+
+def default_nlist(num_items: int) -> int:
+    """Inverted lists for a bank: ~4 sqrt(n) (faiss' guideline for 10^5-10^7 vectors), at least 1 and at most
+    n / 39 so that k-means has the 39 training points per centroid faiss asks for."""
+    return max(1, min(int(4 * math.sqrt(num_items)), num_items // 39))
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "`retrieval_backend: faiss-ivf` needs faiss: `pip install 'diffusers-sonify[faiss]'` (the faiss-cpu "
+            "wheel), or set `retrieval_backend: exact`."
+        ) from err
+    return faiss
+
+
+def faiss_available() -> bool:
+    try:
+        _faiss()
+    except ImportError:
+        return False
+    return True
+
+
+def build_ivf_index(bank: torch.Tensor, nlist: int | None = None, train_size: int | None = None, seed: int = 0):
+    """A trained and filled faiss `IndexIVFFlat` (inner product) over the L2-normalised rows of `bank`; arguments
+    as in [`topk_cosine_ivf`]. Search it with L2-normalised float32 queries after setting `index.nprobe`."""
+    faiss = _faiss()
+    num_items, dim = bank.shape
+    nlist = min(nlist or default_nlist(num_items), num_items)
+    xb = torch.nn.functional.normalize(bank.detach().float().cpu(), dim=1).numpy()
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    train_size = min(num_items, train_size or 256 * nlist)
+    if train_size < num_items:
+        rows = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))[:train_size].sort().values
+        index.train(xb[rows.numpy()])
+    else:
+        index.train(xb)
+    index.add(xb)
+    return index
+
+
+def topk_cosine_ivf(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    k: int,
+    nlist: int | None = None,
+    nprobe: int = 32,
+    train_size: int | None = None,
+    chunk_size: int = 65536,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Approximate top-k cosine similarity through a faiss IVF-Flat index (inner product on L2-normalised rows).
+
+    The bank is clustered by k-means into `nlist` inverted lists; each query scans the `nprobe` lists whose
+    centroids are nearest to it. Scores are exact cosines of the items found; an item outside the probed lists can
+    be missed. A query whose probed lists hold fewer than `k` items is searched exactly instead.
+
+    Args:
+        queries (`torch.Tensor`): `(num_queries, dim)`.
+        bank (`torch.Tensor`): `(num_items, dim)`.
+        k (`int`): neighbours per query, `1 <= k <= num_items`.
+        nlist (`int`, *optional*): inverted lists; default [`default_nlist`] of the bank size.
+        nprobe (`int`): lists scanned per query (more: higher recall, slower); `nprobe >= nlist` is exact.
+        train_size (`int`, *optional*): bank rows the k-means trains on; default `256 * nlist` (faiss' cap).
+        chunk_size (`int`): query rows per faiss search call (bounds the result buffers).
+        seed (`int`): seeds the k-means initialisation (results are deterministic for a given seed).
+
+    Returns:
+        `(indices, scores)`: `(num_queries, k)` int64 bank rows and float32 cosines, best first.
+    """
+    if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
+        raise ValueError(
+            f"`queries` {tuple(queries.shape)} and `bank` {tuple(bank.shape)} must be 2-D with the same width (dim)."
+        )
+    if not 1 <= k <= bank.shape[0]:
+        raise ValueError(f"`k` must be in [1, {bank.shape[0]}] (the bank size), got {k}.")
+    if nprobe <= 0 or chunk_size <= 0 or (nlist is not None and nlist <= 0):
+        raise ValueError(f"`nlist`, `nprobe` and `chunk_size` must be positive, got {nlist}, {nprobe}, {chunk_size}.")
+    index = build_ivf_index(bank, nlist=nlist, train_size=train_size, seed=seed)
+    index.nprobe = min(nprobe, index.nlist)
+    num = queries.shape[0]
+    indices = torch.empty(num, k, dtype=torch.long)
+    scores = torch.empty(num, k, dtype=torch.float32)
+    for start in range(0, num, chunk_size):
+        xq = torch.nn.functional.normalize(queries[start : start + chunk_size].detach().float().cpu(), dim=1)
+        s, i = index.search(xq.numpy(), k)
+        s, i = torch.from_numpy(s), torch.from_numpy(i)
+        short = (i < 0).any(dim=1)  # fewer than k items in the probed lists: search those queries exactly
+        if short.any():
+            i[short], s[short] = topk_cosine(xq[short], bank.detach().float().cpu(), k)
+        indices[start : start + len(xq)] = i
+        scores[start : start + len(xq)] = s
+    return indices.to(queries.device), scores.to(queries.device)
+
+
+def search_topk(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    k: int,
+    backend: str = "exact",
+    chunk_size: int = 4096,
+    nlist: int | None = None,
+    nprobe: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k cosine search through the builder's `retrieval_backend`: `exact` ([`topk_cosine`]), `faiss-ivf`
+    ([`topk_cosine_ivf`]) or `auto` (faiss IVF from [`AUTO_FAISS_MIN_PAIRS`] query x bank pairs on, where it is
+    faster; exact below, or when faiss is not installed). Same arguments and returns as [`topk_cosine`]."""
+    if backend not in RETRIEVAL_BACKENDS:
+        raise ValueError(f"`retrieval_backend` must be one of {RETRIEVAL_BACKENDS}, got {backend!r}.")
+    if backend == "auto":
+        large = queries.shape[0] * bank.shape[0] >= AUTO_FAISS_MIN_PAIRS
+        if large and not faiss_available():
+            logger.warning(
+                "%d queries x %d clips: faiss is not installed, so retrieval stays exact (slow at this size); "
+                "`pip install 'diffusers-sonify[faiss]'` for the approximate index.",
+                queries.shape[0],
+                bank.shape[0],
+            )
+        backend = "faiss-ivf" if large and faiss_available() else "exact"
+    if backend == "exact":
+        # bank chunks keep the score block at <= 2^28 floats (1 GiB) when a large bank meets a query chunk
+        bank_chunk = None if chunk_size * bank.shape[0] <= 2**28 else max(1, 2**28 // chunk_size)
+        return topk_cosine(queries, bank, k, chunk_size=chunk_size, bank_chunk_size=bank_chunk)
+    return topk_cosine_ivf(queries, bank, k, nlist=nlist, nprobe=nprobe)
 
 
 def assign_clips(
