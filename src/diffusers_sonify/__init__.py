@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "AudioProjectionModel": ".models",
     "AudioToImageImg2ImgPipeline": ".pipelines",
+    "AudioToImageInpaintPipeline": ".pipelines",
     "AudioToImagePipeline": ".pipelines",
     "AudioToImagePipelineOutput": ".pipelines",
 }
@@ -15,6 +16,7 @@ _LAZY = {
 __all__ = [
     "AudioProjectionModel",
     "AudioToImageImg2ImgPipeline",
+    "AudioToImageInpaintPipeline",
     "AudioToImagePipeline",
     "AudioToImagePipelineOutput",
     "__version__",

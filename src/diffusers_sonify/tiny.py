@@ -55,23 +55,25 @@ def tiny_clip_tokenizer(model_max_length: int = 16) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
 
 
+# The CLAP-HTSAT audio tower at toy width (16 mel bins, 64-frame spectrogram, two Swin stages of one layer each).
+TINY_CLAP_AUDIO_ARGS = dict(
+    spec_size=64,
+    num_mel_bins=16,
+    patch_size=4,
+    patch_stride=(4, 4),
+    window_size=4,
+    hidden_size=32,
+    depths=[1, 1],
+    num_attention_heads=[2, 2],
+    patch_embeds_hidden_size=16,
+    enable_fusion=False,
+)
+
+
 def tiny_clap_audio(seed: int = 0, projection_dim: int = 16, max_length_s: int = 2):
     """A CLAP-HTSAT audio tower with projection at toy width, and a matching feature extractor (16 kHz)."""
     torch.manual_seed(seed)
-    config = ClapAudioConfig(
-        spec_size=64,
-        num_mel_bins=16,
-        patch_size=4,
-        patch_stride=(4, 4),
-        window_size=4,
-        hidden_size=32,
-        depths=[1, 1],
-        num_attention_heads=[2, 2],
-        patch_embeds_hidden_size=16,
-        projection_dim=projection_dim,
-        projection_hidden_size=32,
-        enable_fusion=False,
-    )
+    config = ClapAudioConfig(**TINY_CLAP_AUDIO_ARGS, projection_dim=projection_dim, projection_hidden_size=32)
     # rand_trunc: the unfused model takes one mel channel (the default "fusion" gives four)
     feature_extractor = ClapFeatureExtractor(
         feature_size=16,

@@ -1,7 +1,7 @@
 """What diffusers checks of every pipeline (its shared `PipelineTesterMixin` & co.), written for ours.
 
 Behaviours and tolerances follow diffusers' `tests/pipelines/test_pipelines_common.py`; every test runs on tiny
-real-class components, for sound only, sound + text, and the img2img pipeline.
+real-class components, for sound only, sound + text, the img2img and the inpainting pipeline.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from diffusers.callbacks import SDCFGCutoffCallback
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from sounds import SR, chirp, tone
 
-from diffusers_sonify import AudioToImageImg2ImgPipeline, AudioToImagePipeline
+from diffusers_sonify import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
 from diffusers_sonify.tiny import tiny_pipeline_components
 
-VARIANTS = ["audio", "audio+text", "img2img"]
+VARIANTS = ["audio", "audio+text", "img2img", "inpaint"]
+EDITING = ("img2img", "inpaint")
+CLASSES = {"img2img": AudioToImageImg2ImgPipeline, "inpaint": AudioToImageInpaintPipeline}
 
 
 def components_for(variant: str) -> dict:
@@ -29,7 +31,7 @@ def components_for(variant: str) -> dict:
 
 
 def make(variant: str, components: dict | None = None):
-    cls = AudioToImageImg2ImgPipeline if variant == "img2img" else AudioToImagePipeline
+    cls = CLASSES.get(variant, AudioToImagePipeline)
     pipe = cls(**(components or components_for(variant)))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -46,9 +48,11 @@ def inputs_for(variant: str, seed: int = 0, **overrides) -> dict:
     }
     if variant != "audio":
         kwargs.update(prompt="rain on a roof", text_guidance_scale=2.0)
-    if variant == "img2img":
+    if variant in EDITING:
         rng = np.random.default_rng(0)
         kwargs.update(image=PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)), strength=1.0)
+    if variant == "inpaint":  # repaint the left half
+        kwargs.update(mask_image=PIL.Image.fromarray(np.tile(np.repeat([255, 0], 16).astype(np.uint8), (32, 1))))
     kwargs.update(overrides)
     return kwargs
 
@@ -113,7 +117,8 @@ def test_plain_diffusion_pipeline_loading_needs_the_class(tmp_path):
     with pytest.raises(AttributeError, match="AudioToImagePipeline"):
         DiffusionPipeline.from_pretrained(tmp_path)
     assert type(AudioToImagePipeline.from_pretrained(tmp_path)) is AudioToImagePipeline
-    assert type(AudioToImageImg2ImgPipeline.from_pretrained(tmp_path)) is AudioToImageImg2ImgPipeline
+    for cls in CLASSES.values():
+        assert type(cls.from_pretrained(tmp_path)) is cls
 
 
 # ----------------------------------------------------------------------------- call semantics
@@ -121,7 +126,7 @@ def test_call_signature_has_diffusers_names(variant):
     params = inspect.signature(make(variant).__call__).parameters
     expected = {"num_inference_steps", "num_images_per_prompt", "generator", "output_type", "return_dict"}
     expected |= {"prompt_embeds", "negative_prompt_embeds", "callback_on_step_end", "guidance_scale"}
-    if variant != "img2img":
+    if variant not in EDITING:
         expected.add("latents")
     assert expected <= set(params)
 
@@ -302,26 +307,23 @@ def test_from_pipe_to_and_from_stable_diffusion():
     sd_kwargs = dict(prompt="rain", num_inference_steps=2, output_type="np")
     sd_before = sd(**sd_kwargs, generator=torch.Generator().manual_seed(0)).images
     audio_parts = {k: components[k] for k in ("audio_encoder", "feature_extractor", "audio_projection")}
-    for cls in (AudioToImagePipeline, AudioToImageImg2ImgPipeline):
+    for variant, cls in {"audio+text": AudioToImagePipeline, **CLASSES}.items():
         pipe = cls.from_pipe(sd, **audio_parts)
         assert pipe.unet is sd.unet and pipe.text_encoder is sd.text_encoder  # shared, not copied
-        assert pipe(**inputs_for("img2img" if cls is AudioToImageImg2ImgPipeline else "audio+text")).images.shape == (
-            1,
-            32,
-            32,
-            3,
-        )
+        assert pipe(**inputs_for(variant)).images.shape == (1, 32, 32, 3)
         back = StableDiffusionPipeline.from_pipe(pipe, feature_extractor=None, safety_checker=None)
         back.set_progress_bar_config(disable=True)
         sd_after = back(**sd_kwargs, generator=torch.Generator().manual_seed(0)).images
         np.testing.assert_allclose(sd_after, sd_before, atol=1e-3, rtol=0)
 
 
-def test_from_pipe_between_text_to_image_and_img2img():
+@pytest.mark.parametrize("editing", EDITING)
+def test_from_pipe_between_text_to_image_and_editing(editing):
     t2i = make("audio")
-    i2i = AudioToImageImg2ImgPipeline.from_pipe(t2i)
-    assert i2i.unet is t2i.unet and i2i.audio_projection is t2i.audio_projection
-    again = AudioToImagePipeline.from_pipe(i2i)
+    edit = CLASSES[editing].from_pipe(t2i)
+    assert edit.unet is t2i.unet and edit.audio_projection is t2i.audio_projection
+    assert edit(**inputs_for(editing, prompt=None, text_guidance_scale=1.0)).images.shape == (1, 32, 32, 3)
+    again = AudioToImagePipeline.from_pipe(edit)
     np.testing.assert_allclose(again(**inputs_for("audio")).images, t2i(**inputs_for("audio")).images, atol=1e-4)
 
 

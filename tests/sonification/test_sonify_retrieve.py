@@ -95,21 +95,11 @@ def test_clap_backend_with_tiny_random_clap(tmp_path):
 
     from diffusers_sonify.sonification import ClapEmbedder
     from diffusers_sonify.sonification.index import resolve_text_model
+    from diffusers_sonify.tiny import TINY_CLAP_AUDIO_ARGS
 
     torch.manual_seed(0)
     tokenizer = BertTokenizerFast.from_pretrained(resolve_text_model("all-MiniLM-L6-v2"))
-    audio_cfg = ClapAudioConfig(
-        spec_size=64,
-        num_mel_bins=16,
-        patch_size=4,
-        patch_stride=(4, 4),
-        window_size=4,
-        hidden_size=32,
-        depths=[1, 1],
-        num_attention_heads=[2, 2],
-        patch_embeds_hidden_size=16,
-        enable_fusion=False,
-    )
+    audio_cfg = ClapAudioConfig(**TINY_CLAP_AUDIO_ARGS)
     text_cfg = ClapTextConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

@@ -16,6 +16,9 @@ from diffusers_sonify.toyworld import (
     pairing_accuracy,
     reverb_background_accuracy,
 )
+from diffusers_sonify.toyworld.evaluation import background_noise, exactly_one_rate, shape_accuracy
+from diffusers_sonify.toyworld.parser import ParsedObject
+from diffusers_sonify.toyworld.render import SHAPE_NAMES
 from diffusers_sonify.toyworld.sonify import (
     PEAK_LIMIT,
     impulse_response,
@@ -23,7 +26,7 @@ from diffusers_sonify.toyworld.sonify import (
     set_loudness,
     sonify_scene,
 )
-from diffusers_sonify.toyworld.world import SAMPLING_RATE, synthesize
+from diffusers_sonify.toyworld.world import CLASS_NAMES, SAMPLING_RATE, synthesize
 
 
 def _schroeder_rt60(ir: np.ndarray) -> float:
@@ -102,9 +105,10 @@ def test_eval_sounds_are_deterministic():
     assert all(np.array_equal(x.audio, y.audio) for x, y in zip(a, b))
 
 
-def _parsed(areas: dict, background: str = "outdoor") -> ParsedScene:
+def _parsed(areas: dict, background: str = "outdoor", noise: float = 0.0) -> ParsedScene:
     present = sorted((k for k, v in areas.items() if v >= 6), key=lambda k: -areas[k])
-    return ParsedScene(areas, present, background, 0.5)
+    objects = [ParsedObject(k, areas[k], 16.0, 16.0, SHAPE_NAMES[CLASS_NAMES.index(k)], 0.9) for k in present]
+    return ParsedScene(areas, present, background, 0.5, objects, noise)
 
 
 def test_metrics_on_known_parses():
@@ -118,8 +122,18 @@ def test_metrics_on_known_parses():
     assert interpolation_inversions([0.0, 0.2, 0.1, 0.5, 1.0]) == 1
     assert interpolation_inversions([[0.0, 0.4, 1.0], [0.0, 0.2, 0.9]]) == 0
     assert pairing_accuracy([["bell", "drum"], ["bird"]], [["bell", "rain"], ["bird"]]) == pytest.approx(2 / 3)
+    # shape ignores colour: a bell-coloured square counts as a drum's shape
+    square_bell = ParsedScene({"bell": 50}, ["bell"], objects=[ParsedObject("bell", 50, 9.0, 9.0, "square", 0.8)])
+    assert shape_accuracy([square_bell, _parsed({"bird": 30})], ["drum", "bird"]) == 1.0
+    assert shape_accuracy([square_bell, _parsed({})], ["bell", "bird"]) == 0.0
+    assert exactly_one_rate([_parsed({"bell": 50}), _parsed({"bell": 50, "drum": 10}), _parsed({})]) == pytest.approx(
+        1 / 3
+    )
+    assert background_noise([_parsed({}, noise=0.01), _parsed({}, noise=0.03)]) == pytest.approx(0.02)
     with pytest.raises(ValueError, match="one per image"):
         class_accuracy(p, ["bell"])
+    with pytest.raises(ValueError, match="at least one"):
+        exactly_one_rate([])
     with pytest.raises(ValueError, match="Row 0"):
         pairing_accuracy([["bell"]], [["bell", "drum"]])
 
@@ -146,3 +160,4 @@ def test_evaluate_parsed_reports_every_metric():
     assert m["class_accuracy"] == 1.0 and m["mixing_both_present"] == 1.0
     assert m["loudness_area_spearman"] > 0.99 and m["reverb_background_accuracy"] == 1.0
     assert m["interpolation_inversions"] == 0 and m["num_eval_images"] == len(sounds)
+    assert m["shape_accuracy"] == 1.0 and m["exactly_one_rate"] == 1.0 and m["background_noise"] == 0.0

@@ -8,7 +8,9 @@ import PIL.ImageFilter
 import pytest
 
 from diffusers_sonify.toyworld import CLASS_NAMES, parse_scene, render_scene, sample_scene
-from diffusers_sonify.toyworld.parser import DEFAULT_MIN_AREA
+from diffusers_sonify.toyworld.parser import DEFAULT_MIN_AREA, match_shape
+from diffusers_sonify.toyworld.render import SHAPE_NAMES, icon_coverage
+from diffusers_sonify.toyworld.world import CLASS_BY_NAME
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +84,73 @@ def test_parser_rejects_bad_input():
         parse_scene(np.zeros((32, 32)))
     with pytest.raises(ValueError, match="min_area"):
         parse_scene(np.zeros((32, 32, 3)), min_area=0)
+
+
+@pytest.fixture(scope="module")
+def singles():
+    """Single-object renders over the whole radius range (2.5-12 px), both settings."""
+    rng = np.random.default_rng(5)
+    out = []
+    for _ in range(150):
+        scene = sample_scene(rng, num_objects=1)
+        out.append((scene, render_scene(scene["objects"], scene["setting"])))
+    return out
+
+
+def test_shape_is_recognised_on_renders_also_through_blur_and_noise(singles):
+    rng = np.random.default_rng(0)
+    clean, degraded = [], []
+    for scene, image in singles:
+        want = CLASS_BY_NAME[scene["objects"][0]["class"]].shape
+        clean.append(parse_scene(image).shape == want)
+        degraded.append(parse_scene(_degrade(image, rng)).shape == want)
+    assert np.mean(clean) >= 0.98
+    assert np.mean(degraded) >= 0.95
+
+
+def test_shape_ignores_colour():
+    # every class's icon, drawn in every other class's colour (channels permuted, hue moved), keeps its shape
+    for name in CLASS_NAMES:
+        image = np.asarray(
+            render_scene([{"class": name, "radius": 8.0, "x": 0.45, "y": 0.55}], "outdoor"), dtype=np.float32
+        )
+        for order in ([1, 2, 0], [2, 0, 1]):
+            parsed = parse_scene(image[..., order] / 255)
+            assert parsed.shape == CLASS_BY_NAME[name].shape and parsed.count == 1
+
+
+def test_match_shape_prefers_the_drawn_outline():
+    for shape in SHAPE_NAMES:
+        coverage = icon_coverage(shape, 15.3, 16.6, 7.0, (32, 32))
+        found, iou = match_shape(coverage, 15.3, 16.6, float(coverage.sum()))
+        assert found == shape and iou > 0.9
+    with pytest.raises(ValueError, match="empty"):
+        match_shape(np.zeros((32, 32)), 16, 16, 0.0)
+    with pytest.raises(ValueError, match="Unknown icon shape"):
+        icon_coverage("star", 16, 16, 5, (32, 32))
+
+
+def test_object_count_on_renders(rendered):
+    rng = np.random.default_rng(1)
+    clean, degraded = [], []
+    for _, image, labels in rendered:
+        truth = len(_truth(labels))
+        clean.append(parse_scene(image).count == truth)
+        degraded.append(parse_scene(_degrade(image, rng)).count == truth)
+    assert np.mean(clean) >= 0.95
+    assert np.mean(degraded) >= 0.9
+    # two separate icons of one class are two objects
+    two = [{"class": "bird", "radius": 4.0, "x": x, "y": 0.5} for x in (0.25, 0.75)]
+    assert parse_scene(render_scene(two, "indoor")).count == 2
+
+
+def test_background_noise_measures_grain(rendered):
+    rng = np.random.default_rng(2)
+    flat = [parse_scene(image).background_noise for _, image, _ in rendered]
+    assert max(flat) < 0.005  # two-tone backgrounds are flat row by row
+    for sigma in (0.02, 0.06):
+        noisy = []
+        for _, image, _ in rendered[:40]:
+            arr = np.asarray(image, dtype=np.float32) / 255 + rng.normal(0, sigma, (32, 32, 3))
+            noisy.append(parse_scene(np.clip(arr, 0, 1)).background_noise)
+        assert np.median(noisy) == pytest.approx(sigma, rel=0.2)

@@ -1,4 +1,11 @@
 from .audio_to_image import EXAMPLE_DOC_STRING, AudioToImagePipeline, AudioToImagePipelineOutput
 from .audio_to_image_img2img import AudioToImageImg2ImgPipeline
+from .audio_to_image_inpaint import AudioToImageInpaintPipeline
 
-__all__ = ["EXAMPLE_DOC_STRING", "AudioToImageImg2ImgPipeline", "AudioToImagePipeline", "AudioToImagePipelineOutput"]
+__all__ = [
+    "EXAMPLE_DOC_STRING",
+    "AudioToImageImg2ImgPipeline",
+    "AudioToImageInpaintPipeline",
+    "AudioToImagePipeline",
+    "AudioToImagePipelineOutput",
+]

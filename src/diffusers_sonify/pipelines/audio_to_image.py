@@ -578,7 +578,16 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return inputs or ["latents"]
 
     def _denoise(
-        self, latents, timesteps, encoder_hidden_states, branch_names, generator, eta, callback, callback_inputs
+        self,
+        latents,
+        timesteps,
+        encoder_hidden_states,
+        branch_names,
+        generator,
+        eta,
+        callback,
+        callback_inputs,
+        step_end=None,
     ):
         step_params = inspect.signature(self.scheduler.step).parameters
         step_kwargs = {}
@@ -602,6 +611,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 if self._guidance_rescale > 0 and len(preds) > 1:
                     noise_pred = rescale_noise_cfg(noise_pred, preds["cond"], self._guidance_rescale)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+                if step_end is not None:  # e.g. inpainting puts the known region back
+                    latents = step_end(i, latents)
 
                 if callback is not None:
                     available = {"latents": latents, "prompt_embeds": encoder_hidden_states}
@@ -622,6 +633,73 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if not return_dict:
             return (images,)
         return AudioToImagePipelineOutput(images=images)
+
+    # ------------------------------------------------------------------ the one generation path
+    @staticmethod
+    def _arguments_for(method, call: dict) -> dict:
+        """The entries of `call` (a call's arguments by name) that `method` takes."""
+        return {name: call[name] for name in inspect.signature(method).parameters if name in call}
+
+    def _generate(self, call: dict):
+        """Run a call of any pipeline of this family; `call` holds its `__call__` arguments by name (`locals()`).
+
+        A pipeline that edits pictures changes only what is its own: `_prepare_pictures` (check and preprocess its
+        picture arguments, before any model runs) and `_initial_sample` (the timesteps, the starting sample and what
+        happens after each scheduler step).
+        """
+        call = {name: value for name, value in call.items() if name != "self"}
+        call["callback_on_step_end_tensor_inputs"] = self._start_call(
+            call["guidance_scale"],
+            call["text_guidance_scale"],
+            call["guidance_rescale"],
+            call["callback_on_step_end"],
+            call["callback_on_step_end_tensor_inputs"],
+        )
+        # 1. Check inputs (nothing below runs a model before every argument has been validated)
+        self.check_inputs(**self._arguments_for(self.check_inputs, call))
+        pictures = self._prepare_pictures(call)
+        device = self._execution_device
+        dtype = self.unet.dtype
+
+        # 2. Encode the sounds (and the optional text)
+        conditioning_args = {**call, "device": device, "dtype": dtype, "batch_size": pictures.get("batch_size")}
+        encoder_hidden_states, branch_names, batch_size = self._prepare_conditioning(
+            **self._arguments_for(self._prepare_conditioning, conditioning_args)
+        )
+
+        # 3. Timesteps and 4. the starting sample
+        total = batch_size * call["num_images_per_prompt"]
+        latents, timesteps, step_end = self._initial_sample(call, pictures, batch_size, total, device, dtype)
+
+        # 5. Denoising loop
+        latents = self._denoise(
+            latents,
+            timesteps,
+            encoder_hidden_states,
+            branch_names,
+            call["generator"],
+            call["eta"],
+            call["callback_on_step_end"],
+            call["callback_on_step_end_tensor_inputs"],
+            step_end,
+        )
+
+        # 6. Decode and post-process
+        return self._finish(latents, call["output_type"], call["return_dict"])
+
+    def _prepare_pictures(self, call: dict) -> dict:
+        """Text/sound to image has no picture arguments: fill in the default size from the UNet."""
+        for side in ("height", "width"):
+            call[side] = call[side] or self.unet.config.sample_size * self.vae_scale_factor
+        return {}
+
+    def _initial_sample(self, call: dict, pictures: dict, batch_size: int, total: int, device, dtype):
+        """`(latents, timesteps, step_end)`: pure noise over the whole schedule; nothing to do after a step."""
+        self.scheduler.set_timesteps(call["num_inference_steps"], device=device)
+        latents = self.prepare_latents(
+            total, call["height"], call["width"], dtype, device, call["generator"], call["latents"]
+        )
+        return latents, self.scheduler.timesteps, None
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
@@ -688,79 +766,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         Examples:
         """
-        callback_on_step_end_tensor_inputs = self._start_call(
-            guidance_scale,
-            text_guidance_scale,
-            guidance_rescale,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-        )
-        # 1. Check inputs (nothing below runs a model before every argument has been validated)
-        self.check_inputs(
-            audio,
-            audio_embeds,
-            audio_weights,
-            prompt,
-            negative_prompt,
-            negative_audio,
-            negative_audio_embeds,
-            height,
-            width,
-            guidance_scale,
-            text_guidance_scale,
-            num_inference_steps,
-            num_images_per_prompt,
-            callback_on_step_end_tensor_inputs,
-            guidance_rescale,
-            prompt_embeds,
-            negative_prompt_embeds,
-        )
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
-        device = self._execution_device
-        dtype = self.unet.dtype
-
-        # 2. Encode the sounds (and the optional text)
-        encoder_hidden_states, branch_names, batch_size = self._prepare_conditioning(
-            audio=audio,
-            sampling_rate=sampling_rate,
-            audio_weights=audio_weights,
-            prompt=prompt,
-            negative_audio=negative_audio,
-            negative_prompt=negative_prompt,
-            audio_embeds=audio_embeds,
-            negative_audio_embeds=negative_audio_embeds,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            guidance_scale=guidance_scale,
-            text_guidance_scale=text_guidance_scale,
-            num_images_per_prompt=num_images_per_prompt,
-            device=device,
-            dtype=dtype,
-        )
-
-        # 3. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-
-        # 4. Initial noise
-        total = batch_size * num_images_per_prompt
-        latents = self.prepare_latents(total, height, width, dtype, device, generator, latents)
-
-        # 5. Denoising loop
-        latents = self._denoise(
-            latents,
-            timesteps,
-            encoder_hidden_states,
-            branch_names,
-            generator,
-            eta,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-        )
-
-        # 6. Decode and post-process
-        return self._finish(latents, output_type, return_dict)
+        return self._generate(locals())
 
     @staticmethod
     def _guide(preds: dict[str, torch.Tensor], guidance_scale: float, text_guidance_scale: float) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""`AudioToImageImg2ImgPipeline`: sound edits a picture (SDEdit: noise it part-way, denoise with the sound)."""
+"""`AudioToImageImg2ImgPipeline`: sound edits a picture (SDEdit: noise it part-way, denoise with the sound), optionally
+only inside a mask (inpainting)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
     `strength` selects, and denoised conditioned on the sound (and optional text), with the same audio, mixing,
     text and guidance arguments as [`AudioToImagePipeline`].
 
+    With `mask_image`, only the masked region is repainted ([`AudioToImageInpaintPipeline`] requires the mask).
+
     It has the same components and loads the same saved folders as [`AudioToImagePipeline`]; convert between them
     with `from_pipe` (no copies of the weights are made).
 
@@ -61,6 +64,9 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
         )
         # input images are resized to the UNet's full spatial multiple, not only the VAE's
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.spatial_multiple)
+        self.mask_processor = VaeImageProcessor(
+            vae_scale_factor=self.spatial_multiple, do_normalize=False, do_binarize=True, do_convert_grayscale=True
+        )
 
     def get_timesteps(self, num_inference_steps: int, strength: float, device) -> torch.Tensor:
         """The last `int(num_inference_steps * strength)` of the scheduler's timesteps (none for strength 0)."""
@@ -84,6 +90,14 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
         return latents * self.vae.config.scaling_factor
 
     def prepare_image_latents(self, image, timestep, total, dtype, device, generator, is_latents=False):
+        """The picture(s) in the UNet's sample space, noised to `timestep` (returned clean when it is `None`)."""
+        init = self._clean_latents(image, total, dtype, device, generator, is_latents)
+        if timestep is None:  # strength 0: nothing to denoise
+            return init
+        noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
+        return self.scheduler.add_noise(init, noise, timestep.repeat(total))
+
+    def _clean_latents(self, image, total, dtype, device, generator, is_latents):
         if isinstance(generator, list) and len(generator) != total:
             raise ValueError(f"Got {len(generator)} generators for a batch of {total}; pass one per image.")
         image = image.to(device).repeat_interleave(total // len(image), dim=0)
@@ -93,25 +107,96 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
             init = torch.cat([self.encode_image(image[i : i + 1], generator[i]) for i in range(total)])
         else:
             init = self.encode_image(image, generator)
-        init = init.to(dtype)
-        if timestep is None:  # strength 0: nothing to denoise
-            return init
+        return init.to(dtype)
+
+    def _prepare_pictures(self, call: dict) -> dict:
+        """Check `image` and `strength` and preprocess the picture(s); the batch is the larger of images and sounds."""
+        image, strength = call["image"], call["strength"]
+        if image is None:
+            raise ValueError("`image` is required: the picture to edit (PIL image, numpy array, tensor or a list).")
+        if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+            raise ValueError(f"`strength` must be in [0, 1] (0 keeps the image, 1 ignores it), got {strength!r}.")
+        # as in diffusers' img2img pipelines, a tensor with the VAE's latent channels is taken as encoded latents
+        is_latents = (
+            isinstance(image, torch.Tensor)
+            and image.ndim == 4
+            and self.vae is not None
+            and image.shape[1] == self.vae.config.latent_channels
+        )
+        if not is_latents:
+            image = self.image_processor.preprocess(image, height=call["height"], width=call["width"])
+            if image.shape[1] != 3:
+                raise ValueError(f"`image` must have 3 colour channels (or be VAE latents), got {image.shape[1]}.")
+        if call["audio_weights"] is not None:
+            num_sounds = 1
+        else:
+            num_sounds = len(_as_list(call["audio"])) if call["audio"] is not None else len(call["audio_embeds"])
+        if num_sounds not in (1, len(image)) and len(image) != 1:
+            raise ValueError(f"Got {len(image)} images for {num_sounds} sounds; pass 1 image, 1 sound, or as many.")
+        pictures = {"image": image, "is_latents": is_latents, "batch_size": max(len(image), num_sounds)}
+        if call["mask_image"] is not None:
+            pictures["mask"] = self._prepare_mask(call["mask_image"], image, is_latents)
+        return pictures
+
+    def _prepare_mask(self, mask_image, image: torch.Tensor, is_latents: bool) -> torch.Tensor:
+        """The mask binarised (white = repaint) at the sample resolution, `(1 or batch, 1, h, w)`."""
+        scale = self.vae_scale_factor if is_latents else 1
+        height, width = image.shape[-2] * scale, image.shape[-1] * scale
+        mask = self.mask_processor.preprocess(mask_image, height=height, width=width)
+        if mask.shape[1] != 1:
+            raise ValueError(f"`mask_image` must be one channel (white = repaint), got {mask.shape[1]} channels.")
+        if len(mask) not in (1, len(image)):
+            raise ValueError(f"Got {len(mask)} masks for {len(image)} images; pass 1 mask or one per image.")
+        sample_size = (
+            image.shape[-2:] if is_latents else (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        )
+        return torch.nn.functional.interpolate(mask, size=tuple(sample_size))
+
+    def _initial_sample(self, call: dict, pictures: dict, batch_size: int, total: int, device, dtype):
+        """Only the last `strength` part of the schedule, starting from the picture noised to its first timestep.
+
+        With a mask, after every step the region outside it is put back: the picture noised to the next timestep
+        (with the same noise), the picture itself after the last step (diffusers' approach for UNets that take no
+        mask channels)."""
+        generator = call["generator"]
+        timesteps = self.get_timesteps(call["num_inference_steps"], call["strength"], device)
+        image = pictures["image"].repeat_interleave(batch_size // len(pictures["image"]), dim=0)
+        init = self._clean_latents(image, total, dtype, device, generator, pictures["is_latents"])
+        if not len(timesteps):  # strength 0: nothing to denoise
+            return init, timesteps, None
         noise = randn_tensor(init.shape, generator=generator, device=device, dtype=dtype)
-        return self.scheduler.add_noise(init, noise, timestep.repeat(total))
+        latents = self.scheduler.add_noise(init, noise, timesteps[:1].repeat(total))
+        if "mask" not in pictures:
+            return latents, timesteps, None
+        mask = pictures["mask"].to(device=device, dtype=dtype)
+        mask = mask.repeat_interleave(total // len(mask), dim=0)
+
+        def keep_outside_the_mask(i: int, latents: torch.Tensor) -> torch.Tensor:
+            known = init
+            if i + 1 < len(timesteps):
+                known = self.scheduler.add_noise(init, noise, timesteps[i + 1 : i + 2].repeat(total))
+            return mask * latents + (1 - mask) * known
+
+        return latents, timesteps, keep_outside_the_mask
 
     @torch.no_grad()
     def __call__(
         self,
         audio=None,
-        image: PipelineImageInput = None,
-        strength: float = 0.6,
         sampling_rate: int | None = None,
         audio_weights: list[float] | None = None,
-        prompt: str | list[str] | None = None,
         negative_audio=None,
-        negative_prompt: str | list[str] | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        negative_audio_embeds: torch.Tensor | None = None,
+        image: PipelineImageInput = None,
+        mask_image: PipelineImageInput = None,
+        strength: float = 0.6,
         height: int | None = None,
         width: int | None = None,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 4.0,
         text_guidance_scale: float = 7.5,
@@ -119,10 +204,6 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
         num_images_per_prompt: int = 1,
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        audio_embeds: torch.Tensor | None = None,
-        negative_audio_embeds: torch.Tensor | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, int, dict], dict] | PipelineCallback | None = None,
@@ -137,109 +218,17 @@ class AudioToImageImg2ImgPipeline(AudioToImagePipeline):
                 `(h, w, 3)` / `(batch, h, w, 3)` in [0, 1], tensors `(batch, 3, h, w)` in [0, 1] (or [-1, 1]), or
                 latents `(batch, latent_channels, h / vae_scale_factor, w / vae_scale_factor)` from `encode_image`.
                 Resized to `height` x `width` (default: its own size rounded down to `spatial_multiple`).
+            mask_image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them, *optional*): inpainting:
+                only the white part of the mask is repainted, the rest of the picture is kept (put back after every
+                step). One mask for every image or one per image; binarised at 0.5, resized to the image.
             strength (`float`): in [0, 1]; how far the picture is noised before denoising with the sound: 0 returns
-                it (through the VAE: decode(encode(image))), 1 ignores it. `int(num_inference_steps * strength)`
-                steps run.
+                it (through the VAE: decode(encode(image))), 1 ignores it (inside the mask, with `mask_image`).
+                `int(num_inference_steps * strength)` steps run.
             Other arguments: as in [`AudioToImagePipeline.__call__`].
 
         Examples:
         """
-        callback_on_step_end_tensor_inputs = self._start_call(
-            guidance_scale,
-            text_guidance_scale,
-            guidance_rescale,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-        )
-        # 1. Check inputs
-        if image is None:
-            raise ValueError("`image` is required: the picture to edit (PIL image, numpy array, tensor or a list).")
-        if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-            raise ValueError(f"`strength` must be in [0, 1] (0 keeps the image, 1 ignores it), got {strength!r}.")
-        self.check_inputs(
-            audio,
-            audio_embeds,
-            audio_weights,
-            prompt,
-            negative_prompt,
-            negative_audio,
-            negative_audio_embeds,
-            height,
-            width,
-            guidance_scale,
-            text_guidance_scale,
-            num_inference_steps,
-            num_images_per_prompt,
-            callback_on_step_end_tensor_inputs,
-            guidance_rescale,
-            prompt_embeds,
-            negative_prompt_embeds,
-        )
-        # as in diffusers' img2img pipelines, a tensor with the VAE's latent channels is taken as encoded latents
-        is_latents = (
-            isinstance(image, torch.Tensor)
-            and image.ndim == 4
-            and self.vae is not None
-            and image.shape[1] == self.vae.config.latent_channels
-        )
-        if not is_latents:
-            image = self.image_processor.preprocess(image, height=height, width=width)
-            if image.shape[1] != 3:
-                raise ValueError(f"`image` must have 3 colour channels (or be VAE latents), got {image.shape[1]}.")
-        device = self._execution_device
-        dtype = self.unet.dtype
-        if audio_weights is not None:
-            num_sounds = 1
-        else:
-            num_sounds = len(_as_list(audio)) if audio is not None else len(audio_embeds)
-        if num_sounds not in (1, len(image)) and len(image) != 1:
-            raise ValueError(f"Got {len(image)} images for {num_sounds} sounds; pass 1 image, 1 sound, or as many.")
-        batch_size = max(len(image), num_sounds)
-
-        # 2. Encode the sounds (and the optional text)
-        encoder_hidden_states, branch_names, batch_size = self._prepare_conditioning(
-            audio=audio,
-            sampling_rate=sampling_rate,
-            audio_weights=audio_weights,
-            prompt=prompt,
-            negative_audio=negative_audio,
-            negative_prompt=negative_prompt,
-            audio_embeds=audio_embeds,
-            negative_audio_embeds=negative_audio_embeds,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            guidance_scale=guidance_scale,
-            text_guidance_scale=text_guidance_scale,
-            num_images_per_prompt=num_images_per_prompt,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-        )
-
-        # 3. Timesteps: only the last `strength` part of the schedule
-        timesteps = self.get_timesteps(num_inference_steps, strength, device)
-
-        # 4. The picture, noised to the first of those timesteps
-        total = batch_size * num_images_per_prompt
-        image = image.repeat_interleave(batch_size // len(image), dim=0)
-        latents = self.prepare_image_latents(
-            image, timesteps[:1] if len(timesteps) else None, total, dtype, device, generator, is_latents
-        )
-
-        # 5. Denoising loop
-        latents = self._denoise(
-            latents,
-            timesteps,
-            encoder_hidden_states,
-            branch_names,
-            generator,
-            eta,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-        )
-
-        # 6. Decode and post-process
-        return self._finish(latents, output_type, return_dict)
+        return self._generate(locals())
 
 
 AudioToImageImg2ImgPipeline.__call__.__doc__ += IMG2IMG_EXAMPLE_DOC_STRING

@@ -44,13 +44,14 @@ UNET_CONFIG = {
     "out_channels": 3,
     "block_out_channels": (32, 64, 64),
     "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    # cross-attention only at 8x8: attention over the 256 tokens of 16x16 cost 2/3 of a training step (RECIPE.md, P1)
+    "down_block_types": ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
     "cross_attention_dim": CROSS_ATTENTION_DIM,
     "attention_head_dim": 8,
     "norm_num_groups": 16,
     # the audio tokens are also attention-pooled into the timestep embedding: global conditioning of every
-    # ResNet block (class, size, background), on top of cross-attention in the two low-resolution levels
+    # ResNet block (class, size, background), on top of cross-attention at the lowest resolution
     "addition_embed_type": "text",
     "addition_embed_type_num_heads": 4,
 }

@@ -20,7 +20,7 @@ import torch
 
 from .corpora import eval_clip_seed
 from .evaluation import SINGLE_LUFS
-from .parser import ParsedScene
+from .parser import ParsedScene, object_pixels
 from .render import render_scene
 from .scenes import sample_scene
 from .sonify import RT60_BY_SPACE, apply_reverb, set_loudness
@@ -98,14 +98,21 @@ def run_edits(
     guidance_rescale: float = 0.7,
     seed: int = 0,
     batch_size: int = 16,
+    masks: list[PIL.Image.Image] | None = None,
 ) -> list[PIL.Image.Image]:
-    """Edit each case's render with its sound using an `AudioToImageImg2ImgPipeline`; one seeded generator each."""
+    """Edit each case's render with its sound using an `AudioToImageImg2ImgPipeline`; one seeded generator each.
+
+    `masks` (one per case, e.g. [`repaint_mask`]) restrict each edit to the mask's white part (inpainting).
+    """
+    if masks is not None and len(masks) != len(cases):
+        raise ValueError(f"{len(masks)} masks for {len(cases)} edit cases; pass one mask per case.")
     images: list[PIL.Image.Image] = []
     for start in range(0, len(cases), batch_size):
         chunk = cases[start : start + batch_size]
         images += pipe(
             [c.audio for c in chunk],
             image=[c.render for c in chunk],
+            mask_image=None if masks is None else masks[start : start + batch_size],
             strength=strength,
             sampling_rate=SAMPLING_RATE,
             num_inference_steps=num_inference_steps,
@@ -114,6 +121,17 @@ def run_edits(
             generator=[torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))],
         ).images
     return images
+
+
+def repaint_mask(render: PIL.Image.Image, grow: int = 1) -> PIL.Image.Image:
+    """The part of a render an edit may repaint: white on the background, black on the objects, as the scene parser
+    sees them in the image itself (not the renderer's metadata); objects grown by `grow` pixels so that their
+    anti-aliased edges are kept too."""
+    objects = object_pixels(render)
+    for _ in range(grow):
+        padded = np.pad(objects, 1)
+        objects = padded[1:-1, 1:-1] | padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+    return PIL.Image.fromarray(np.where(objects, 0, 255).astype(np.uint8))
 
 
 def edit_metrics(cases: list[EditCase], parsed: list[ParsedScene]) -> dict[str, float]:

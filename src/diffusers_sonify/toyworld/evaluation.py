@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 
 from .corpora import eval_clip_seed
 from .parser import ParsedScene
+from .render import SHAPE_NAMES
 from .sonify import RT60_BY_SPACE, apply_reverb, mix, set_loudness
 from .world import CLASS_NAMES, synthesize
 
@@ -119,6 +120,27 @@ def class_accuracy(parsed: list[ParsedScene], expected: list[str]) -> float:
     return float(np.mean([p.dominant == e for p, e in zip(parsed, expected)]))
 
 
+def shape_accuracy(parsed: list[ParsedScene], expected: list[str]) -> float:
+    """Fraction of images whose largest object has the expected class's icon shape, whatever its colour."""
+    _same_length(parsed, expected)
+    shapes = [SHAPE_NAMES[CLASS_NAMES.index(e)] for e in expected]
+    return float(np.mean([p.shape == s for p, s in zip(parsed, shapes)]))
+
+
+def exactly_one_rate(parsed: list[ParsedScene]) -> float:
+    """Fraction of images that show exactly one object."""
+    if not parsed:
+        raise ValueError("No parsed images; pass at least one.")
+    return float(np.mean([p.count == 1 for p in parsed]))
+
+
+def background_noise(parsed: list[ParsedScene]) -> float:
+    """Mean background noise (std of background pixels around their row median, [0, 1] scale) over images."""
+    if not parsed:
+        raise ValueError("No parsed images; pass at least one.")
+    return float(np.mean([p.background_noise for p in parsed]))
+
+
 def mixing_both_present(parsed: list[ParsedScene], expected_pairs: list[tuple[str, str]]) -> float:
     """Fraction of two-source images in which both expected classes are present."""
     _same_length(parsed, expected_pairs)
@@ -189,7 +211,10 @@ def evaluate_parsed(sounds: list[EvalSound], parsed: list[ParsedScene]) -> dict:
     metrics: dict = {}
     if "single" in by_kind:
         idx = by_kind["single"]
-        metrics["class_accuracy"] = class_accuracy([parsed[i] for i in idx], [sounds[i].classes[0] for i in idx])
+        singles, expected = [parsed[i] for i in idx], [sounds[i].classes[0] for i in idx]
+        metrics["class_accuracy"] = class_accuracy(singles, expected)
+        metrics["shape_accuracy"] = shape_accuracy(singles, expected)
+        metrics["exactly_one_rate"] = exactly_one_rate(singles)
     if "mixture" in by_kind:
         idx = by_kind["mixture"]
         metrics["mixing_both_present"] = mixing_both_present(
@@ -215,6 +240,7 @@ def evaluate_parsed(sounds: list[EvalSound], parsed: list[ParsedScene]) -> dict:
         ]
         metrics["interpolation_inversions"] = interpolation_inversions(curves)
         metrics["interpolation_curve"] = [float(v) for v in np.mean(curves, axis=0)]
+    metrics["background_noise"] = background_noise(parsed)
     metrics["num_eval_images"] = len(sounds)
     return metrics
 

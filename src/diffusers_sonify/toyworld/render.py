@@ -8,9 +8,10 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
-from .world import BACKGROUNDS, CLASS_BY_NAME, CLASS_NAMES, IMAGE_SIZE
+from .world import BACKGROUNDS, CLASS_BY_NAME, CLASS_NAMES, CLASSES, IMAGE_SIZE
 
 SUPERSAMPLE = 4  # draw at 4x and downsample: anti-aliased edges like a real (blurry) image
+SHAPE_NAMES = tuple(c.shape for c in CLASSES)  # one icon shape per class, in class order
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
@@ -47,6 +48,33 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
             (cx - a, cy - a),
         ]
     raise ValueError(f"Unknown icon shape {shape!r}.")
+
+
+def icon_coverage(shape: str, x: float, y: float, radius: float, size: tuple[int, int]) -> np.ndarray:
+    """Fraction of each pixel an icon covers, drawn exactly as `render_scene` draws it.
+
+    Args:
+        shape (`str`): one of `SHAPE_NAMES`.
+        x, y (`float`): centre in pixels of the output grid (not in [0, 1]).
+        radius (`float`): radius in pixels of the output grid.
+        size (`tuple[int, int]`): `(height, width)` of the output grid.
+
+    Returns:
+        `np.ndarray` `(height, width)` float32 in [0, 1].
+    """
+    if shape not in SHAPE_NAMES:
+        raise ValueError(f"Unknown icon shape {shape!r}; expected one of {SHAPE_NAMES}.")
+    h, w = size
+    s, k = SUPERSAMPLE, SUPERSAMPLE
+    canvas = PIL.Image.new("L", (w * s, h * s), 0)
+    draw = PIL.ImageDraw.Draw(canvas)
+    cx, cy, r = x * k, y * k, radius * k
+    poly = _polygon(shape, cx, cy, r)
+    if poly is None:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
+    else:
+        draw.polygon(poly, fill=1)
+    return np.asarray(canvas, dtype=np.float32).reshape(h, s, w, s).mean(axis=(1, 3))
 
 
 def render_scene(objects: list[dict], setting: str, size: int = IMAGE_SIZE, return_labels: bool = False):
