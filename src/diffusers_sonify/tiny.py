@@ -183,3 +183,135 @@ def tiny_pipeline(**kwargs) -> AudioToImagePipeline:
     pipe = AudioToImagePipeline(**tiny_pipeline_components(**kwargs))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_byte_tokenizer(
+    specials: list[str], extra_special_tokens: dict | None = None, train_texts=None, vocab_size=512
+):
+    """A byte-level BPE `PreTrainedTokenizerFast` with `<unk> <s> </s> <pad>` then `specials` first, built with the
+    `tokenizers` library, no download. Without `train_texts` it has all 256 byte characters and no merges (every
+    byte a token); with them, BPE merges are learned on those texts up to `vocab_size`, so texts like them take
+    about as many tokens as with a real model's tokenizer (a few characters per token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    base = ["<unk>", "<s>", "</s>", "<pad>"]
+    if train_texts is None:
+        vocab = {tok: i for i, tok in enumerate(base + specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    else:
+        backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    if train_texts is not None:
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=base + specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        backend.train_from_iterator(list(train_texts), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens=extra_special_tokens or {},
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+# SmolVLM's chat layout (the default `vlm_model`, HuggingFaceTB/SmolVLM-256M-Instruct), as a Jinja template.
+_IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for m in messages %}{{ m['role'] | capitalize }}:"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def tiny_idefics3(
+    path=None,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    tokenizer_texts=None,
+    vocab_size: int = 2048,
+) -> tuple:
+    """A randomly initialised `Idefics3ForConditionalGeneration` (the default VLM's family: SmolVLM) and its
+    `Idefics3Processor`, at toy width, from the real classes with no download.
+
+    The processor's tokenizer is byte-level with Idefics3's special tokens: every byte a token, or BPE merges learned
+    on `tokenizer_texts` ([`tiny_byte_tokenizer`]; e.g. the describe prompt and answers like the expected ones, so
+    prompt and answer lengths in tokens are close to SmolVLM's). Images are resized to `image_size` without
+    splitting, so each image is `(image_size / patch_size) ** 2 / 4` image tokens after the pixel-shuffle connector
+    (scale factor 2; SmolVLM has 64 per image: `image_size=64, patch_size=4`). The tokenizer pads on the left, as
+    batched generation needs.
+    With `path`, both are saved there (loadable by `AutoProcessor` / `AutoModelForImageTextToText`).
+
+    Returns:
+        `(processor, model)`.
+    """
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+        LlamaConfig,
+    )
+
+    scale_factor = 2
+    grid = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    specials = ["<|im_start|>", "<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *grid]
+    tokenizer = tiny_byte_tokenizer(
+        specials, {"image_token": "<image>"}, train_texts=tokenizer_texts, vocab_size=vocab_size
+    )
+    tokenizer.padding_side = "left"
+    image_processor = Idefics3ImageProcessor(
+        do_image_splitting=False,
+        size={"longest_edge": image_size},
+        max_image_size={"longest_edge": image_size},
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=(image_size // patch_size) ** 2 // scale_factor**2,
+        chat_template=_IDEFICS3_CHAT_TEMPLATE,
+    )
+    torch.manual_seed(seed)
+    config = Idefics3Config(
+        vision_config=Idefics3VisionConfig(
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
+        ).to_dict(),
+        text_config=LlamaConfig(
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=2048,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_utterance>"),
+        ).to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Idefics3ForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    if path is not None:
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+    return processor, model

@@ -99,6 +99,33 @@ def make_image_corpus(num_images: int, seed: int = 0) -> Dataset:
     return Dataset.from_list(rows, features=IMAGE_FEATURES)
 
 
+def write_image_corpus(folder, num_images: int, seed: int = 0, rows_per_shard: int = 10_000) -> str:
+    """Stream the image corpus of [`make_image_corpus`] (same rows) into a `save_to_disk` folder, never holding it
+    in RAM: rows are rendered one by one and written through Arrow in batches (`Dataset.from_generator`), so memory
+    stays flat from 10^3 to 10^6 images. Returns the folder (load it with `datasets.load_from_disk`)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if num_images < 1:
+        raise ValueError(f"`num_images` must be >= 1, got {num_images}.")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-gen-") as cache:
+        ds = Dataset.from_generator(
+            image_corpus_rows,
+            features=IMAGE_FEATURES,
+            gen_kwargs={"num_images": num_images, "seed": seed},
+            cache_dir=cache,
+            writer_batch_size=1000,
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        ds.save_to_disk(str(folder), max_shard_size=None, num_shards=max(1, -(-num_images // rows_per_shard)))
+        del ds
+    return str(folder)
+
+
 def make_audio_corpus(clips_per_class: int, seed: int = 0) -> Dataset:
     """The audio corpus: `clips_per_class` single-source 2 s clips per class at 16 kHz.
 
