@@ -19,12 +19,12 @@ to real MiniLM embeddings (all-MiniLM-L6-v2, the builder's default text model, f
 3. The real embeddings are also searched directly (queries = phrases, bank = captions): recall there is printed
    at the builder's defaults for that size and at the fraction of cells (nprobe / nlist) the full run scans.
 
-Timing: the faiss index (k-means on `256 * nlist` rows, add) is built once; all queries are searched in chunks
-(generated chunk by chunk, so the query matrix is never held whole). Recall@5 is |approximate top-5 & exact
+Timing: the faiss index (k-means on `TRAIN_POINTS_PER_LIST * nlist` rows, add) is built once; all queries are searched
+in chunks (generated chunk by chunk, so the query matrix is never held whole). Recall@5 is |approximate top-5 & exact
 top-5| / 5, averaged over the first `--recall_sample` queries; the exact search of that sample is timed too and
-projected linearly to all queries (queries are independent). `--crossover` sizes time exact vs faiss (build +
-search) on n x n problems: the smallest size where faiss wins sets `AUTO_FAISS_MIN_PAIRS` of `retrieval_backend:
-auto`. Run it under `nice`, and record `uptime`: the machine is shared.
+projected linearly to all queries (queries are independent). `--crossover` sizes time exact vs faiss (build + search)
+on n x n problems: the smallest size where faiss wins sets `AUTO_FAISS_MIN_PAIRS` of `retrieval_backend: auto`. Run it
+under `nice`, and record `uptime`: the machine is shared.
 """
 
 from __future__ import annotations

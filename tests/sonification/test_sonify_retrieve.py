@@ -1,5 +1,7 @@
 """Retrieval: exact chunked top-k, threshold + reuse cap, real MiniLM accuracy, CLAP backend, VLM re-ranking parse."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,47 @@ def test_clap_backend_with_tiny_random_clap(tmp_path):
     assert torch.allclose(bank.norm(dim=1), torch.ones(3), atol=1e-4)
     idx, scores = topk_cosine(t, bank, 3)
     assert torch.allclose(scores, torch.gather(t @ bank.T, 1, idx), atol=1e-5)
+
+
+def _clustered(n: int, dim: int = 32, clusters: int = 12, seed: int = 0) -> torch.Tensor:
+    """Vectors around a few centres: the neighbour structure real text/audio embeddings have."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=g)
+    return centres[torch.randint(clusters, (n,), generator=g)] + 0.3 * torch.randn(n, dim, generator=g)
+
+
+def test_faiss_ivf_scanning_every_list_finds_the_exact_top_k():
+    from diffusers_sonify.sonification.retrieve import topk_cosine_ivf
+
+    queries, bank = _clustered(200, seed=1), _clustered(3000, seed=2)
+    exact_idx, exact_scores = topk_cosine(queries, bank, 5)
+    idx, scores = topk_cosine_ivf(queries, bank, 5, nlist=16, nprobe=16)
+    assert torch.equal(idx, exact_idx)
+    torch.testing.assert_close(scores, exact_scores, atol=1e-5, rtol=0)
+    # one list of 16 scanned: still the right neighbours for most queries on clustered data, but not all of them
+    few, _ = topk_cosine_ivf(queries, bank, 5, nlist=16, nprobe=1)
+    recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(few, exact_idx)])
+    assert 0.5 < recall < 1.0
+
+
+def test_search_topk_auto_is_exact_below_the_crossover():
+    from diffusers_sonify.sonification.retrieve import AUTO_FAISS_MIN_PAIRS, search_topk
+
+    queries, bank = _clustered(50, seed=3), _clustered(400, seed=4)
+    assert 50 * 400 < AUTO_FAISS_MIN_PAIRS
+    assert torch.equal(search_topk(queries, bank, 3, backend="auto")[0], topk_cosine(queries, bank, 3)[0])
+    with pytest.raises(ValueError, match="retrieval_backend"):
+        search_topk(queries, bank, 3, backend="hnsw")
+
+
+def test_builder_config_checks_the_retrieval_backend(monkeypatch):
+    from diffusers_sonify.sonification.config import BuilderConfig
+
+    with pytest.raises(ValueError, match="retrieval_backend.*one of"):
+        BuilderConfig(retrieval_backend="annoy")
+    with pytest.raises(ValueError, match="faiss_nprobe"):
+        BuilderConfig(retrieval_backend="faiss-ivf", faiss_nprobe=0)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` fails, as without the faiss extra
+    with pytest.raises(ValueError, match=r"diffusers-sonify\[faiss\]"):
+        BuilderConfig(retrieval_backend="faiss-ivf")
+    BuilderConfig(retrieval_backend="auto")  # auto falls back to exact search without faiss

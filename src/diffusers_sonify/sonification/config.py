@@ -5,7 +5,7 @@ Every number that shapes the sound is a field here, with its source, so a datase
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import re
@@ -30,6 +30,16 @@ SPACES = ("small", "medium", "large", "open")
 
 
 STAGES = ("describe", "index", "retrieve", "assemble")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 RETRIEVAL_BACKENDS = ("exact", "faiss-ivf", "auto")
 
 
@@ -191,7 +201,7 @@ class BuilderConfig:
     )
     retrieval_backend: str = _help(
         "Nearest-neighbour search: `exact` (chunked matrix multiply), `faiss-ivf` (approximate inverted-file index; "
-        "needs the `faiss` extra) or `auto` (exact below 10^9 query x clip pairs, faiss-ivf from there on, where it "
+        "needs the `faiss` extra) or `auto` (exact below 10^8 query x clip pairs, faiss-ivf from there on, where it "
         "is faster; see benchmarks/RESULTS.md).",
         stages=("retrieve",),
         default="auto",
@@ -342,7 +352,7 @@ class BuilderConfig:
             raise ValueError(
                 f"`retrieval_backend` must be one of {RETRIEVAL_BACKENDS}, got {self.retrieval_backend!r}."
             )
-        if self.retrieval_backend == "faiss-ivf" and importlib.util.find_spec("faiss") is None:
+        if self.retrieval_backend == "faiss-ivf" and not _importable("faiss"):
             raise ValueError(
                 "`retrieval_backend: faiss-ivf` needs faiss, which is not installed: `pip install "
                 "'diffusers-sonify[faiss]'`, or set `retrieval_backend: exact` (or `auto`)."

@@ -19,9 +19,12 @@ from .config import RETRIEVAL_BACKENDS
 logger = logging.getLogger(__name__)
 
 # `auto` switches from exact search to faiss IVF when queries x bank items reach this many pairs. Measured with
-# benchmarks/retrieval.py (RESULTS.md, "Retrieval"): below ~10^9 pairs the exact chunked matmul finishes before
-# IVF's k-means training and list scans pay off.
-AUTO_FAISS_MIN_PAIRS = 10**9
+# benchmarks/retrieval.py on 2 cores (RESULTS.md, "Retrieval at scale"): exact is faster at 10^7 pairs (0.07 s vs
+# 0.09 s), faiss IVF from 10^8 on (0.41 s vs 1.09 s; 2.8 s vs 8.4 s at 10^9), with recall@5 1.000 at these sizes.
+AUTO_FAISS_MIN_PAIRS = 10**8
+# k-means training rows per inverted list. faiss warns below 39 and subsamples above 256; at 10^6 clips training on
+# 256 per list (all of them) was the slowest part of the build (RESULTS.md), 64 per list is the default here.
+TRAIN_POINTS_PER_LIST = 64
 
 
 def topk_cosine(
@@ -111,7 +114,7 @@ def build_ivf_index(bank: torch.Tensor, nlist: int | None = None, train_size: in
     xb = torch.nn.functional.normalize(bank.detach().float().cpu(), dim=1).numpy()
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
-    train_size = min(num_items, train_size or 256 * nlist)
+    train_size = min(num_items, train_size or TRAIN_POINTS_PER_LIST * nlist)
     if train_size < num_items:
         rows = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))[:train_size].sort().values
         index.train(xb[rows.numpy()])
@@ -143,7 +146,7 @@ def topk_cosine_ivf(
         k (`int`): neighbours per query, `1 <= k <= num_items`.
         nlist (`int`, *optional*): inverted lists; default [`default_nlist`] of the bank size.
         nprobe (`int`): lists scanned per query (more: higher recall, slower); `nprobe >= nlist` is exact.
-        train_size (`int`, *optional*): bank rows the k-means trains on; default `256 * nlist` (faiss' cap).
+        train_size (`int`, *optional*): bank rows the k-means trains on; default `TRAIN_POINTS_PER_LIST * nlist`.
         chunk_size (`int`): query rows per faiss search call (bounds the result buffers).
         seed (`int`): seeds the k-means initialisation (results are deterministic for a given seed).
 

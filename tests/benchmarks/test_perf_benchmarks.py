@@ -1,0 +1,58 @@
+"""`--quick` runs of the performance benchmarks (issue 16): each runs end to end and reports its goal figures."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, env: dict | None = None) -> str:
+    out = subprocess.run(
+        list(args), capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, **(env or {})}
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_retrieval_benchmark_quick_reports_recall_and_wall_time():
+    stdout = run(sys.executable, "benchmarks/retrieval.py", "--quick")
+    recall = float(re.search(r"recall@5 vs exact on \d+ queries: ([\d.]+)", stdout).group(1))
+    assert 0.0 < recall <= 1.0
+    assert re.search(r"faiss-ivf wall [\d.]+ s .*goal <= 15 min", stdout)
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_quick_reports_the_floor_ratio():
+    stdout = run(sys.executable, "benchmarks/train_step.py", "--quick")
+    ratio = float(re.search(r"ratio trainer \(train.py step\) / floor: ([\d.]+)", stdout).group(1))
+    assert 0.1 < ratio < 2.0  # the trainer's step cannot be far faster than the bare step it contains
+    assert "bf16 autocast" in stdout and "channels_last" in stdout
+
+
+@pytest.mark.slow
+def test_gpu_script_quick_writes_its_results(tmp_path):
+    stdout = run("bash", "benchmarks/gpu.sh", "--quick", env={"RESULTS_DIR": str(tmp_path), "PYTHON": sys.executable})
+    results = json.loads((tmp_path / "gpu_results.json").read_text())
+    assert results["mode"].startswith("quick") and results["fp32"]["pipeline"]["latency_ratio"] > 0
+    assert results["fp32"]["training"]["samples_per_s"] > 0
+    assert "pipeline latency ratio" in stdout and (tmp_path / "gpu_results.log").is_file()
+
+
+@pytest.mark.slow
+def test_builder_scale_benchmark_quick_reports_every_goal(tmp_path):
+    stdout = run(sys.executable, "benchmarks/builder_scale.py", "--quick", "--json", str(tmp_path / "scale.json"))
+    ratios = [line for line in stdout.splitlines() if line.startswith("ratio: ")]
+    assert [r.split("=")[0].strip() for r in ratios] == [
+        "ratio: peak RSS at 120 / at 40 images",
+        "ratio: assembly real-time factor (one thread)",
+        "ratio: non-VLM stages / describe at the tiny VLM's speed",
+        "ratio: describe 2 processes / 1 process",
+    ]
+    assert (tmp_path / "scale.json").is_file()
