@@ -139,3 +139,23 @@ def test_loudness_agrees_with_pyloudnorm():
     for name, x in _signals().items():
         reference = meter.integrated_loudness(x.double().numpy())
         assert measure_loudness(x, SR) == pytest.approx(reference, abs=0.1), name
+
+
+def test_reverb_pads_its_fft_to_a_fast_length_and_matches_plain_convolution():
+    from diffusers_sonify.audio import apply_reverb, fast_fft_length
+
+    def five_smooth(m):
+        for q in (2, 3, 5):
+            while m % q == 0:
+                m //= q
+        return m == 1
+
+    for n in (1, 7, 97, 12_345, 1_000_003):
+        length = fast_fft_length(n)
+        assert length >= n and five_smooth(length)
+        assert not any(five_smooth(k) for k in range(n, length))  # the smallest such length
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4001, generator=g)
+    ir = torch.randn(1009, generator=g) * torch.exp(-torch.arange(1009) / 200.0)  # 4001 + 1009 - 1 = 5009, a prime
+    expected = torchaudio.functional.convolve(x, ir)[: x.shape[-1]]  # direct convolution, no FFT
+    torch.testing.assert_close(apply_reverb(x, ir), expected, atol=1e-4, rtol=1e-4)

@@ -344,9 +344,30 @@ def estimate_rt60(
     return -60.0 / slope
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest 5-smooth number (2^a 3^b 5^c) >= `n`: a length pocketfft transforms fast. An FFT of an arbitrary
+    length (e.g. one with a large prime factor) can be many times slower."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p235 = p35 << max(0, (-(-n // p35) - 1).bit_length())  # times the smallest power of 2 reaching n
+            best = min(best, p235)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def apply_reverb(waveform: torch.Tensor, impulse_response: torch.Tensor) -> torch.Tensor:
-    """Convolve with an impulse response (`torchaudio.functional.fftconvolve`), keeping the input length."""
-    wet = torchaudio.functional.fftconvolve(waveform.to(torch.float32), impulse_response.to(torch.float32))
+    """Convolve with an impulse response (linear convolution through the FFT), keeping the input length.
+
+    The transforms are zero-padded to [`fast_fft_length`] of the full convolution's length (so nothing wraps
+    around); `torchaudio.functional.fftconvolve` uses the exact length, whose FFT was the slowest part of assembly.
+    """
+    x, h = waveform.to(torch.float32), impulse_response.to(torch.float32)
+    n = fast_fft_length(x.shape[-1] + h.shape[-1] - 1)
+    wet = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(h, n=n), n=n)
     return wet[..., : waveform.shape[-1]]
 
 
