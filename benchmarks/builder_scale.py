@@ -36,19 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 STAGES = ("load", "describe", "index", "retrieve", "assemble", "write")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _du(path: Path) -> int:
@@ -286,7 +277,7 @@ def main(argv=None) -> dict:
         args.sizes, args.clips_per_class, args.describe_images, args.describe_batch_size = [40, 120], 4, 8, 4
     root = Path(args.work_dir or tempfile.mkdtemp(prefix="builder_scale-"))
     root.mkdir(parents=True, exist_ok=True)
-    print(f"cpu: {_cpu_model()}; load average {[round(x, 2) for x in os.getloadavg()]}; work dir {root}", flush=True)
+    print(f"cpu: {cpu_model()}; load average {[round(x, 2) for x in os.getloadavg()]}; work dir {root}", flush=True)
 
     results: dict[int, dict] = {}
     for n in sorted(args.sizes):

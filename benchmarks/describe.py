@@ -23,23 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
 import numpy as np
 import torch
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _machine import cpu_model
 
 
 def toy_rows(n: int, seed: int = 0) -> tuple[list, list[str]]:
@@ -118,7 +107,7 @@ def run(args) -> dict:
                 raise RuntimeError(f"batch {b}: {len(answers)} answers for {len(images)} images")
     n, tokens = len(images), len(images) * args.max_new_tokens
     result = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "threads": args.threads,
         "load_average": os.getloadavg(),
         "num_images": n,

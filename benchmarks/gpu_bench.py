@@ -173,9 +173,8 @@ def timed(fn, device: str, warmup: int, runs: int) -> tuple[float, float | None]
 
 
 def pipeline_latency(c: dict, dtype, device: str, a) -> dict:
-    from diffusers import StableDiffusionPipeline
-
     from diffusers_sonify import AudioToImagePipeline
+    from diffusers_sonify.tiny import stable_diffusion_pipeline
 
     sonify = AudioToImagePipeline(
         unet=c["unet"],
@@ -185,16 +184,7 @@ def pipeline_latency(c: dict, dtype, device: str, a) -> dict:
         audio_projection=c["audio_projection"],
         vae=c["vae"],
     ).to(device, dtype)
-    sd = StableDiffusionPipeline(
-        vae=c["vae"],
-        text_encoder=c["text_encoder"],
-        tokenizer=c["tokenizer"],
-        unet=c["unet"],
-        scheduler=c["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).to(device, dtype)
+    sd = stable_diffusion_pipeline(c).to(device, dtype)
     for pipe in (sonify, sd):
         pipe.set_progress_bar_config(disable=True)
     fe = c["feature_extractor"]

@@ -32,11 +32,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import time
 
 import numpy as np
 import torch
+from _machine import cpu_model
 
 from diffusers_sonify.sonification.retrieve import build_ivf_index, default_nlist, topk_cosine
 
@@ -124,12 +124,7 @@ def exact_topk(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tenso
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 

@@ -8,7 +8,7 @@ small configuration; seeds make them reproducible.
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import (
     ClapAudioConfig,
     ClapAudioModelWithProjection,
@@ -183,6 +183,22 @@ def tiny_pipeline(**kwargs) -> AudioToImagePipeline:
     pipe = AudioToImagePipeline(**tiny_pipeline_components(**kwargs))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def stable_diffusion_pipeline(components: dict) -> StableDiffusionPipeline:
+    """A `StableDiffusionPipeline` over the Stable Diffusion parts of `components` (VAE, text encoder, tokenizer,
+    UNet, scheduler), without a safety checker: the text-to-image sibling `from_pipe` moves to and from, and the
+    reference the GPU benchmark times against."""
+    return StableDiffusionPipeline(
+        vae=components["vae"],
+        text_encoder=components["text_encoder"],
+        tokenizer=components["tokenizer"],
+        unet=components["unet"],
+        scheduler=components["scheduler"],
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def tiny_byte_tokenizer(

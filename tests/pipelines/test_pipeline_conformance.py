@@ -19,7 +19,7 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from sounds import SR, chirp, tone
 
 from diffusers_sonify import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
-from diffusers_sonify.tiny import tiny_pipeline_components
+from diffusers_sonify.tiny import stable_diffusion_pipeline, tiny_pipeline_components
 
 VARIANTS = ["audio", "audio+text", "img2img", "inpaint"]
 EDITING = ("img2img", "inpaint")
@@ -287,16 +287,7 @@ def test_encode_prompt_and_encode_audio_in_isolation():
 
 # ----------------------------------------------------------------------------- from_pipe
 def _tiny_stable_diffusion(components: dict) -> StableDiffusionPipeline:
-    sd = StableDiffusionPipeline(
-        vae=components["vae"],
-        text_encoder=components["text_encoder"],
-        tokenizer=components["tokenizer"],
-        unet=components["unet"],
-        scheduler=components["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    sd = stable_diffusion_pipeline(components)
     sd.set_progress_bar_config(disable=True)
     return sd
 

@@ -61,22 +61,11 @@ def serve_tiny_sd(token: str) -> tuple[object, str]:
 
     server, _, url = serve()
     os.environ.update(HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0")
-    from diffusers import StableDiffusionPipeline
     from huggingface_hub import HfApi
 
-    from diffusers_sonify.tiny import tiny_pipeline_components
+    from diffusers_sonify.tiny import stable_diffusion_pipeline, tiny_pipeline_components
 
-    parts = tiny_pipeline_components(with_text=True)
-    sd = StableDiffusionPipeline(
-        vae=parts["vae"],
-        text_encoder=parts["text_encoder"],
-        tokenizer=parts["tokenizer"],
-        unet=parts["unet"],
-        scheduler=parts["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    sd = stable_diffusion_pipeline(tiny_pipeline_components(with_text=True))
     with tempfile.TemporaryDirectory() as folder:
         sd.save_pretrained(folder)
         api = HfApi(endpoint=url, token=token)
