@@ -123,24 +123,14 @@ def components(quick: bool, device: str) -> dict:
     )
 
     from diffusers_sonify import AudioProjectionModel
-    from diffusers_sonify.tiny import SD15_UNET_CONFIG, SD15_VAE_CONFIG, tiny_clip_tokenizer
+    from diffusers_sonify.tiny import SD15_TEXT_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG, tiny_clip_tokenizer
 
     torch.manual_seed(0)
     with torch.device(device):  # random init on the GPU: seconds instead of a minute on CPU
         c = {
             "unet": UNet2DConditionModel(**SD15_UNET_CONFIG),
             "vae": AutoencoderKL(**SD15_VAE_CONFIG),
-            "text_encoder": CLIPTextModel(
-                CLIPTextConfig(
-                    vocab_size=49408,
-                    hidden_size=768,
-                    intermediate_size=3072,
-                    num_hidden_layers=12,
-                    num_attention_heads=12,
-                    max_position_embeddings=77,
-                    hidden_act="quick_gelu",
-                )
-            ),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG)),
             "audio_encoder": ClapAudioModelWithProjection(ClapAudioConfig()),  # laion/clap-htsat-unfused's tower
             "audio_projection": AudioProjectionModel(),
         }

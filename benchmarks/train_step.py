@@ -57,7 +57,13 @@ from transformers import (
 from diffusers_sonify import AudioProjectionModel
 from diffusers_sonify import training_utils as tu
 from diffusers_sonify.models import encode_audio_features
-from diffusers_sonify.tiny import SD15_UNET_CONFIG, SD15_VAE_CONFIG, tiny_clip_tokenizer, tiny_pipeline_components
+from diffusers_sonify.tiny import (
+    SD15_TEXT_CONFIG,
+    SD15_UNET_CONFIG,
+    SD15_VAE_CONFIG,
+    tiny_clip_tokenizer,
+    tiny_pipeline_components,
+)
 
 
 def realistic_components(seed: int = 0) -> dict:
@@ -65,17 +71,7 @@ def realistic_components(seed: int = 0) -> dict:
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
     vae = AutoencoderKL(**SD15_VAE_CONFIG)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))
     return {
         "unet": unet,
         "vae": vae,

@@ -44,6 +44,16 @@ SD15_VAE_CONFIG = {
     "sample_size": 512,
     "scaling_factor": 0.18215,
 }
+# openai/clip-vit-large-patch14's text tower, SD 1.5's text encoder
+SD15_TEXT_CONFIG = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+}
 
 
 def tiny_clip_tokenizer(model_max_length: int = 16) -> CLIPTokenizer:
