@@ -45,6 +45,7 @@ def test_stage_keys_change_with_exactly_the_fields_they_declare():
         "distance_near_lu": {"distance_near_lu": 1.0},
         "distance_mid_lu": {"distance_mid_lu": -5.0},
         "distance_far_lu": {"distance_far_lu": -13.0},
+        "retrieval_backend": {"retrieval_backend": "exact"},
     }
     for f in dataclasses.fields(BuilderConfig):
         if f.name == "prompt_file":
