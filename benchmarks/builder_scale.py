@@ -14,10 +14,12 @@ of every stage (load, describe (metadata), index, retrieve, assemble, and write 
 report, Parquet shards, card), peak RSS of the build process (`ru_maxrss`), disk per output row and the stage
 cache's size. The 10^6 projection extends the slope between the two largest sizes.
 
-Describe at a VLM's speed: a tiny random Idefics3 (`benchmarks/describe.py`'s model: SmolVLM's family, image
-tokens and prompt/answer lengths) through `VLMDescriber` at `describe_batch_size` 16, one thread; and the builder's
+Describe at a VLM's speed (`--describe_model`): a tiny random Idefics3 (`benchmarks/describe.py`'s model:
+SmolVLM's family, image tokens and prompt/answer lengths), or a random one at SmolVLM-256M's architecture (the
+default `vlm_model`'s size), through `VLMDescriber` at `describe_batch_size` 16, one thread; and the builder's
 multi-process describe (`run_describe(rank, world_size)`, shard `s` to rank `s % world_size`, as under
-`accelerate launch`) in 2 processes at one thread each against 1 process, same images, fresh caches.
+`accelerate launch`) in 2 processes at one thread each against 1 process, same images, fresh caches, repeated
+(`--describe_repeats`, alternating) with the median ratio reported: one run of a few seconds swings with load.
 
 Ratios are printed last: RSS at the largest size over the smallest, assembly real-time factor per core, non-VLM
 stages over describe, and the 2-process describe speed-up.
@@ -48,6 +50,39 @@ def _du(path: Path) -> int:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class RssSampler:
+    """Peaks of the process's anonymous and file-backed resident memory (`RssAnon`, `RssFile` in
+    /proc/self/status, Linux), sampled every 20 ms in a thread: `ru_maxrss` counts both, and file-backed pages
+    (memory-mapped Arrow files the kernel can drop at any time) grow with what a build has read."""
+
+    def __init__(self):
+        import threading
+
+        self.peaks = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with open("/proc/self/status") as f:
+                    for line in f:
+                        key, _, value = line.partition(":")
+                        if key in self.peaks:
+                            self.peaks[key] = max(self.peaks[key], int(value.split()[0]) // 1024)
+            except OSError:  # not Linux: no breakdown
+                return
+            self._stop.wait(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _child(args: list[str]) -> dict:
@@ -110,7 +145,8 @@ def child_build(work: Path, clips_per_class: int) -> dict:
     config = toy_config(work, clips_per_class)
     rss0 = _peak_rss_mb()
     t0 = time.perf_counter()
-    report = build_sonified_dataset(config)
+    with RssSampler() as rss:
+        report = build_sonified_dataset(config)
     wall = time.perf_counter() - t0
     seconds = dict(report.stage_seconds)
     seconds["write"] = max(0.0, wall - sum(seconds.values()))
@@ -123,19 +159,21 @@ def child_build(work: Path, clips_per_class: int) -> dict:
         "wall": wall,
         "rss_before_build_mb": rss0,
         "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_anon_mb": rss.peaks["RssAnon"],
+        "peak_rss_file_mb": rss.peaks["RssFile"],
         "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
     }
 
 
-def _tiny_vlm(folder: Path, num_answers: int = 256) -> None:
+def _describe_vlm(folder: Path, model: str = "tiny", num_answers: int = 256) -> None:
     sys.path.insert(0, str(HERE))
-    from describe import tiny_describe_vlm, toy_rows
+    from describe import describe_vlm, toy_rows
 
     from diffusers_sonify.sonification.config import default_prompt_file
     from diffusers_sonify.sonification.describe import read_prompt
 
     _, answers = toy_rows(num_answers)
-    tiny_describe_vlm(folder, read_prompt(default_prompt_file())[0], answers)
+    describe_vlm(folder, read_prompt(default_prompt_file())[0], answers, model)
 
 
 def _vlm_overrides(vlm: Path, max_new_tokens: int, batch_size: int, shard_size: int) -> dict:
@@ -172,9 +210,10 @@ def child_describe(work: Path, clips_per_class: int, vlm: Path, rank: int, world
     images = prepare_images(config)
     describer = _cached_describer(_config_json(config), "cpu")
     describer.model.generation_config.min_new_tokens = config.max_new_tokens  # every answer the same length
-    start_at = float(os.environ.get("SCALE_START_AT", "0"))
-    while time.time() < start_at:  # ranks start together
-        time.sleep(0.01)
+    barrier = Path(os.environ["SCALE_BARRIER"])  # ranks start together, once every one has loaded the model
+    (barrier / f"ready-{rank}").touch()
+    while len(list(barrier.glob("ready-*"))) < world_size:
+        time.sleep(0.005)
     t0 = time.perf_counter()
     run_describe(config, images, rank=rank, world_size=world_size)
     return {"seconds": time.perf_counter() - t0, "rank": rank, "images": len(images)}
@@ -202,40 +241,52 @@ def measure_size(root: Path, n: int, clips_per_class: int) -> dict:
     return result
 
 
-def measure_describe(root: Path, n: int, clips_per_class: int, batch_size: int, shard_size: int) -> dict:
-    """Describe `n` images with the tiny VLM: 1 process vs 2 processes (ranks 0, 1), one thread each."""
+def measure_describe(
+    root: Path, n: int, clips_per_class: int, batch_size: int, shard_size: int, repeats: int = 3, model: str = "tiny"
+) -> dict:
+    """Describe `n` images with the tiny VLM: 1 process vs 2 processes (ranks 0, 1), one thread each, `repeats`
+    times alternating; the speed-up is the median of the repeats' ratios (single runs swing with other load)."""
+    import statistics
+
     work = root / "describe"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     vlm = work / "vlm"
-    _tiny_vlm(vlm)
+    _describe_vlm(vlm, model)
     _child(["--_corpora", str(work), str(n), str(clips_per_class)])
     opts = _vlm_overrides(vlm, _answer_tokens(vlm), batch_size, shard_size)
-    out = {"num_images": n, "max_new_tokens": opts["max_new_tokens"], "batch_size": batch_size}
-    for world in (1, 2):
-        shutil.rmtree(work / "out.cache", ignore_errors=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        env["SCALE_START_AT"] = str(time.time() + 25.0)  # all ranks load the model first, then start together
-        args = [str(work), str(clips_per_class), str(vlm), json.dumps(opts), str(world)]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--_describe", *args, str(rank)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for rank in range(world)
-        ]
-        results = []
-        for p in procs:
-            stdout, stderr = p.communicate()
-            if p.returncode != 0:
-                raise RuntimeError(f"describe rank failed:\n{stderr[-4000:]}")
-            results.append(json.loads(stdout.strip().splitlines()[-1]))
-        out[f"procs_{world}_seconds"] = max(r["seconds"] for r in results)
-    out["images_per_s_1proc"] = n / out["procs_1_seconds"]
-    out["speedup_2proc"] = out["procs_1_seconds"] / out["procs_2_seconds"]
+    out = {"num_images": n, "max_new_tokens": opts["max_new_tokens"], "batch_size": batch_size, "model": model}
+    out["shard_size"] = shard_size
+    runs = {1: [], 2: []}
+    for _ in range(repeats):
+        for world in (1, 2):
+            shutil.rmtree(work / "out.cache", ignore_errors=True)
+            barrier = work / f"barrier-{world}"
+            shutil.rmtree(barrier, ignore_errors=True)
+            barrier.mkdir()
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+            env["SCALE_BARRIER"] = str(barrier)
+            args = [str(work), str(clips_per_class), str(vlm), json.dumps(opts), str(world)]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, __file__, "--_describe", *args, str(rank)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                for rank in range(world)
+            ]
+            results = []
+            for p in procs:
+                stdout, stderr = p.communicate()
+                if p.returncode != 0:
+                    raise RuntimeError(f"describe rank failed:\n{stderr[-4000:]}")
+                results.append(json.loads(stdout.strip().splitlines()[-1]))
+            runs[world].append(max(r["seconds"] for r in results))
+    out["procs_1_seconds"], out["procs_2_seconds"] = runs[1], runs[2]
+    out["images_per_s_1proc"] = n / statistics.median(runs[1])
+    out["speedup_2proc"] = statistics.median(a / b for a, b in zip(runs[1], runs[2]))
     out["load_average"] = os.getloadavg()
     shutil.rmtree(work, ignore_errors=True)
     return out
@@ -266,15 +317,24 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     p.add_argument("--clips_per_class", type=int, default=40, help="audio corpus size (the toy demo's: 40)")
-    p.add_argument("--describe_images", type=int, default=64, help="images for the describe timings")
+    p.add_argument("--describe_images", type=int, default=512, help="images for the describe timings")
+    p.add_argument("--describe_shard_size", type=int, default=32, help="describe shard (rank s % 2 gets shard s)")
+    p.add_argument("--describe_repeats", type=int, default=3, help="1- and 2-process runs, alternating")
+    p.add_argument(
+        "--describe_model",
+        choices=["tiny", "smolvlm-256m"],
+        default="tiny",
+        help="the describe stage's VLM: tiny random Idefics3, or random at SmolVLM-256M's architecture (slow)",
+    )
     p.add_argument("--describe_batch_size", type=int, default=16)
     p.add_argument("--skip_describe", action="store_true")
     p.add_argument("--work_dir", default=None, help="default: a temporary folder")
     p.add_argument("--json", default=None, help="also write the results here")
-    p.add_argument("--quick", action="store_true", help="sizes 40 120, 8 describe images")
+    p.add_argument("--quick", action="store_true", help="sizes 40 120, 8 describe images, one repeat")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.clips_per_class, args.describe_images, args.describe_batch_size = [40, 120], 4, 8, 4
+        args.describe_shard_size, args.describe_repeats = 2, 1
     root = Path(args.work_dir or tempfile.mkdtemp(prefix="builder_scale-"))
     root.mkdir(parents=True, exist_ok=True)
     print(f"cpu: {cpu_model()}; load average {[round(x, 2) for x in os.getloadavg()]}; work dir {root}", flush=True)
@@ -284,7 +344,8 @@ def main(argv=None) -> dict:
         r = results[n] = measure_size(root, n, args.clips_per_class)
         rates = ", ".join(f"{s} {n / max(r['seconds'][s], 1e-9):.0f}" for s in STAGES)
         print(
-            f"n={n}: wall {r['wall']:.1f} s; rows/s: {rates}; peak RSS {r['peak_rss_mb']:.0f} MB; "
+            f"n={n}: wall {r['wall']:.1f} s; rows/s: {rates}; peak RSS {r['peak_rss_mb']:.0f} MB (anonymous "
+            f"{r['peak_rss_anon_mb']} MB, file-backed {r['peak_rss_file_mb']} MB); "
             f"disk {r['output_bytes'] / max(r['num_rows'], 1) / 1024:.1f} KiB/row; cache "
             f"{r['cache_bytes'] / 1e6:.1f} MB; rows {r['num_rows']} (skipped {r['num_skipped']}); "
             f"load {[round(x, 2) for x in r['load_average']]}",
@@ -298,12 +359,22 @@ def main(argv=None) -> dict:
             f"{proj['peak_rss_mb']:.0f} MB; output {proj['output_gb']:.1f} GB; cache {proj['cache_gb']:.1f} GB"
         )
     describe = None
+    label = "tiny" if args.describe_model == "tiny" else "SmolVLM-256M-shaped"
     if not args.skip_describe:
-        describe = measure_describe(root, args.describe_images, args.clips_per_class, args.describe_batch_size, 8)
+        describe = measure_describe(
+            root,
+            args.describe_images,
+            args.clips_per_class,
+            args.describe_batch_size,
+            args.describe_shard_size,
+            args.describe_repeats,
+            args.describe_model,
+        )
         print(
-            f"describe (tiny random Idefics3, {describe['max_new_tokens']} new tokens, batch "
+            f"describe ({label} random Idefics3, {describe['max_new_tokens']} new tokens, batch "
             f"{describe['batch_size']}, 1 thread): {describe['images_per_s_1proc']:.2f} images/s in 1 process; "
-            f"1 process {describe['procs_1_seconds']:.1f} s, 2 processes {describe['procs_2_seconds']:.1f} s; "
+            f"1 process {[round(t, 2) for t in describe['procs_1_seconds']]} s, 2 processes "
+            f"{[round(t, 2) for t in describe['procs_2_seconds']]} s (alternating runs); "
             f"load {[round(x, 2) for x in describe['load_average']]}"
         )
     if args.json:
@@ -316,7 +387,7 @@ def main(argv=None) -> dict:
     if describe is not None:
         non_vlm = sum(v for s, v in rl["seconds"].items() if s != "describe") / large
         vlm = 1.0 / describe["images_per_s_1proc"]
-        print(f"ratio: non-VLM stages / describe at the tiny VLM's speed = {non_vlm / vlm:.3f} (per image)")
+        print(f"ratio: non-VLM stages / describe at the {label} VLM's speed = {non_vlm / vlm:.3f} (per image)")
         print(f"ratio: describe 2 processes / 1 process = {describe['speedup_2proc']:.2f}x")
     if not args.work_dir:
         shutil.rmtree(root, ignore_errors=True)

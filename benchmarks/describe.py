@@ -56,6 +56,46 @@ def tiny_describe_vlm(path, prompt: str, answers: list[str], hidden_size: int = 
     )
 
 
+def smolvlm_shaped_vlm(path, prompt: str, answers: list[str]):
+    """A random Idefics3 at HuggingFaceTB/SmolVLM-256M-Instruct's architecture (`gpu_bench.SMOLVLM_256M`: 30-layer
+    576-wide text model with its 49,280-entry vocabulary, SigLIP-base vision tower at 512 px / patch 16, pixel
+    shuffle 4 -> 64 image tokens), saved at `path` with the toy BPE tokenizer of [`tiny_describe_vlm`]: what
+    describing costs at the default VLM's size."""
+    import copy
+
+    from gpu_bench import SMOLVLM_256M
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+
+    from diffusers_sonify.tiny import tiny_idefics3
+
+    small, _ = tiny_idefics3(None, image_size=512, patch_size=16, tokenizer_texts=[prompt, *answers])
+    processor = Idefics3Processor(
+        image_processor=small.image_processor,
+        tokenizer=small.tokenizer,
+        image_seq_len=64,
+        chat_template=small.chat_template,
+    )
+    tokenizer = processor.tokenizer
+    eos = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    config = copy.deepcopy(SMOLVLM_256M)
+    config["text_config"].update(
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos
+    )
+    config.update(image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = Idefics3ForConditionalGeneration(Idefics3Config(**config)).eval()
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = tokenizer.pad_token_id, eos
+    processor.save_pretrained(path)
+    model.save_pretrained(path)
+
+
+def describe_vlm(path, prompt: str, answers: list[str], model: str = "tiny", hidden_size: int = 64, layers: int = 2):
+    """`model` "tiny" ([`tiny_describe_vlm`]) or "smolvlm-256m" ([`smolvlm_shaped_vlm`]), saved at `path`."""
+    if model == "smolvlm-256m":
+        return smolvlm_shaped_vlm(path, prompt, answers)
+    return tiny_describe_vlm(path, prompt, answers, hidden_size, layers)
+
+
 def _take(iterator, n):
     for i, item in enumerate(iterator):
         if i >= n:
@@ -82,7 +122,8 @@ def run(args) -> dict:
     images, answers = toy_rows(max(args.num_images, 256))
     images = images[: args.num_images]
     with tempfile.TemporaryDirectory() as tmp:
-        tiny_describe_vlm(tmp, read_prompt(default_prompt_file())[0], answers, args.hidden_size, args.layers)
+        prompt = read_prompt(default_prompt_file())[0]
+        describe_vlm(tmp, prompt, answers, args.model, args.hidden_size, args.layers)
         load_vlm.cache_clear()
         describer = VLMDescriber(tmp, default_prompt_file())
         # both loops use the describer's model: `load_vlm`'s cache keys on how it is called, so a second
@@ -146,7 +187,13 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--max_new_tokens", type=int, default=None, help="default: the median toy answer's length in tokens"
     )
-    p.add_argument("--hidden_size", type=int, default=64)
+    p.add_argument(
+        "--model",
+        choices=["tiny", "smolvlm-256m"],
+        default="tiny",
+        help="tiny random Idefics3, or a random one at SmolVLM-256M's architecture (slow on CPU: few images)",
+    )
+    p.add_argument("--hidden_size", type=int, default=64, help="tiny model only")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -157,7 +204,8 @@ def main(argv=None) -> dict:
     r = run(args)
     print(f"cpu: {r['cpu']}; torch threads {r['threads']}; load average {np.round(r['load_average'], 2).tolist()}")
     print(
-        f"tiny random Idefics3 ({r['params'] / 1e6:.2f} M params), {r['num_images']} images, prompt "
+        f"{'tiny random' if args.model == 'tiny' else 'SmolVLM-256M-shaped random'} Idefics3 "
+        f"({r['params'] / 1e6:.2f} M params), {r['num_images']} images, prompt "
         f"{r['prompt_tokens']} tokens (64 of them image tokens), {r['max_new_tokens']} new tokens per image"
     )
     u = r["unbatched"]

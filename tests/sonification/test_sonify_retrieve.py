@@ -165,6 +165,27 @@ def test_search_topk_auto_is_exact_below_the_crossover():
         search_topk(queries, bank, 3, backend="hnsw")
 
 
+def test_search_in_chunks_decides_auto_on_all_queries_and_builds_one_index(monkeypatch):
+    """The retrieve stage searches chunk by chunk: `auto` must follow the whole stage's query count (a chunk alone
+    is below the crossover), and the chunks' results are one search's."""
+    from diffusers_sonify.sonification import retrieve
+    from diffusers_sonify.sonification.retrieve import TopKSearch, search_topk
+
+    queries, bank = _clustered(300, seed=5), _clustered(2000, seed=6)
+    monkeypatch.setattr(retrieve, "AUTO_FAISS_MIN_PAIRS", 300 * 2000)
+    builds = []
+    build = retrieve.build_ivf_index
+    monkeypatch.setattr(retrieve, "build_ivf_index", lambda *a, **k: builds.append(1) or build(*a, **k))
+    search = TopKSearch(bank, 5, backend="auto", num_queries=300, nlist=16, nprobe=4)
+    assert search.backend == "faiss-ivf" and len(builds) == 1
+    parts = [search(queries[a : a + 64]) for a in range(0, 300, 64)]
+    assert len(builds) == 1
+    whole_idx, whole_scores = search_topk(queries, bank, 5, backend="auto", nlist=16, nprobe=4)
+    assert torch.equal(torch.cat([i for i, _ in parts]), whole_idx)
+    torch.testing.assert_close(torch.cat([s for _, s in parts]), whole_scores, atol=1e-6, rtol=0)
+    assert TopKSearch(bank, 5, backend="auto", num_queries=299).backend == "exact"
+
+
 def test_builder_config_checks_the_retrieval_backend(monkeypatch):
     from diffusers_sonify.sonification.config import BuilderConfig
 

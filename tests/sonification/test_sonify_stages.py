@@ -132,3 +132,91 @@ def test_plain_load_dataset_sees_a_rebuild_in_place_and_a_same_named_folder(tmp_
     assert load_dataset(str(folder), split="train")["image_id"] == ["10-0"]
     samples = load_dataset(str(other), split="train")[0]["audio"].get_all_samples()
     assert samples.sample_rate == SR and np.allclose(samples.data.numpy()[0], clip(0), atol=1e-6)
+
+
+def test_retrieve_stage_in_chunks_makes_the_choices_of_one_pass(tmp_path, monkeypatch):
+    """The retrieve stage searches, assigns and saves `RETRIEVE_CHUNK_ROWS` rows at a time (its memory does not
+    grow with the corpus); the reuse cap's counts carry over, so chunks choose what one pass over the rows does."""
+    from datasets import Dataset
+
+    from diffusers_sonify.sonification import builder
+
+    texts = ["a dog barking", "heavy rain on a roof", "a puppy yapping"]
+    index = Dataset.from_dict(
+        {
+            "embedding": SentenceTransformerEmbedder().embed_texts(texts).tolist(),
+            "valid": [True] * 3,
+            "clip_text": texts,
+        }
+    )
+    dog = [{"name": "dog", "sound": "a dog barking", "prominence": 1.0, "distance": "near"}]
+    described = Dataset.from_dict(
+        {
+            "image_id": [f"img{i}" for i in range(7)],
+            "sound_sources": [dog] * 7,
+            "skip_reason": [None, None, None, "corrupt image", None, None, None],
+        }
+    )
+
+    def retrieve(chunk_rows: int, cache: str):
+        monkeypatch.setattr(builder, "RETRIEVE_CHUNK_ROWS", chunk_rows)
+        config = BuilderConfig(cache_dir=str(tmp_path / cache), top_k=3, max_clip_uses=2, min_score=-1.0)
+        out, _, cached = builder.run_retrieve(config, described, index, "d", "i", audio=None)
+        assert not cached
+        return out
+
+    whole, chunked = retrieve(4096, "whole"), retrieve(2, "chunked")
+    assert len(list((tmp_path / "chunked").glob("retrieve-*/shard-*"))) == 4
+    # the query embeddings of a chunk are batched differently, so scores may differ in the last float bits
+    assert np.allclose(_scores(chunked), _scores(whole), atol=1e-5)
+    assert _without_scores(chunked) == _without_scores(whole)
+    clips = [[s["clip_text"] for s in row] for row in chunked["sources"]]
+    # the barking clip twice, then the next nearest (the puppy) twice, then the rain: the cap of 2 held across
+    # chunk boundaries (rows 0-1 | 2-3 | 4-5 | 6), and the skipped row kept its reason
+    assert clips == [[texts[0]], [texts[0]], [texts[2]], [], [texts[2]], [texts[1]], [texts[1]]]
+    assert chunked["skip_reason"][3] == "corrupt image"
+    assert chunked["image_id"] == described["image_id"]
+
+
+def _scores(ds):
+    return [s["score"] for row in ds["sources"] for s in row]
+
+
+def _without_scores(ds):
+    rows = ds.to_list()
+    for row in rows:
+        row["sources"] = [{k: v for k, v in s.items() if k != "score"} for s in row["sources"]]
+    return rows
+
+
+def test_parquet_shards_are_cut_from_uneven_chunks_in_order(tmp_path):
+    """The write stage streams: `write_parquet_shards` takes the rows as chunks of any size (empty ones too) and
+    writes `rows_per_parquet` rows per file, in order, with one empty file holding the schema when no row is kept."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset, load_dataset
+
+    from diffusers_sonify.sonification.write import write_parquet_shards
+
+    def chunk(ids):
+        return Dataset.from_dict(
+            {
+                "image": [{"bytes": png_bytes(i), "path": None} for i in ids],
+                "image_id": [str(i) for i in ids],
+                "audio": [{"bytes": wav_bytes(clip(i)), "path": None} for i in ids],
+            },
+        )
+
+    sizes, ids, chunks = [3, 0, 5, 1, 4], iter(range(13)), []
+    for size in sizes:
+        chunks.append(chunk([next(ids) for _ in range(size)]))
+    paths, content, columns = write_parquet_shards(iter(chunks), tmp_path, rows_per_shard=4, sample_rate=SR)
+    assert columns == ["image", "image_id", "audio"]
+    assert [p.name for p in paths] == [f"train-{content}-{i:05d}-of-00004.parquet" for i in range(4)]
+    assert [pq.read_metadata(p).num_rows for p in paths] == [4, 4, 4, 1]
+    loaded = load_dataset("parquet", data_files=str(tmp_path / "data" / "*.parquet"), split="train")
+    assert loaded["image_id"] == [str(i) for i in range(13)]
+    assert loaded[12]["audio"].get_all_samples().sample_rate == SR
+
+    empty = tmp_path / "empty"
+    paths, _, _ = write_parquet_shards(iter([chunk([]), chunk([])]), empty, rows_per_shard=4, sample_rate=SR)
+    assert len(paths) == 1 and pq.read_metadata(paths[0]).num_rows == 0

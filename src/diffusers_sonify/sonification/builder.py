@@ -5,6 +5,10 @@ killed build leaves only finished stages/shards and a rerun of the same command 
 hash the inputs and the config fields each stage declares it depends on (`BuilderConfig` field metadata `stages`),
 so changing a setting recomputes that stage and what follows. Every stage carries `image_id`, and every join of
 stage outputs checks the ids row by row. Inputs, models and prompt are checked before the first slow stage.
+
+Memory does not grow with the corpus: stage outputs are memory-mapped Arrow shards, retrieval runs in chunks of
+[`RETRIEVE_CHUNK_ROWS`] rows, and the write stage joins, copies and writes one assemble shard at a time
+(`benchmarks/builder_scale.py` measures peak RSS from 10^3 to 10^5 images).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from .describe import (
 )
 from .index import embed_audio_corpus, load_embedder, resolve_text_model
 from .report import BuildReport
-from .retrieve import VLMReranker, assign_clips, rerank, search_topk
+from .retrieve import TopKSearch, VLMReranker, assign_clips, rerank
 from .write import (
     check_repo_id,
     data_files_pattern,
@@ -165,19 +169,30 @@ def stage_key(name: str, config: BuilderConfig, *inputs) -> str:
 
 def join_on_image_id(parts: list, stage: str):
     """Concatenate stage outputs column-wise after checking that every part holds the same `image_id`s in the same
-    order (one `image_id` column is kept)."""
+    order (one `image_id` column is kept). The ids are compared as Arrow arrays, not Python lists."""
+    import pyarrow.compute as pc
     from datasets import concatenate_datasets
 
-    ids = parts[0]["image_id"]
+    ids = _ids(parts[0])
     for part in parts[1:]:
-        other = part["image_id"]
-        if other != ids:
-            bad = next((i for i, (a, b) in enumerate(zip(ids, other)) if a != b), min(len(ids), len(other)))
+        other = _ids(part)
+        if not other.equals(ids):
+            m = min(len(ids), len(other))
+            differ = pc.not_equal(ids[:m], other[:m]).fill_null(True) if m else None
+            bad = pc.index(differ, True).as_py() if m else -1
+            bad = m if bad < 0 else bad
             raise RuntimeError(
                 f"{stage}: stage outputs disagree on image ids at row {bad} ({len(ids)} vs {len(other)} rows); "
                 "the stage cache is inconsistent: delete `cache_dir` and rebuild."
             )
     return concatenate_datasets([parts[0]] + [p.remove_columns("image_id") for p in parts[1:]], axis=1)
+
+
+def _ids(dataset):
+    """The `image_id` column as one Arrow array (selections applied), cast to string."""
+    import pyarrow as pa
+
+    return dataset.with_format("arrow")["image_id"].combine_chunks().cast(pa.string())
 
 
 def save_atomic(dataset, path: Path, meta: dict | None = None) -> None:
@@ -199,6 +214,13 @@ def _load(path: Path):
     from datasets import load_from_disk
 
     return load_from_disk(str(path))
+
+
+def _load_shards(folder: Path):
+    """The `shard-XXXXX` datasets of a stage folder, concatenated in order (memory-mapped, not read)."""
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([_load(p) for p in sorted(folder.glob("shard-*"))])
 
 
 @lru_cache(maxsize=2)
@@ -307,15 +329,53 @@ def run_index(config: BuilderConfig, audio, device: str = "cpu"):
     return _load(folder), key, False
 
 
-def retrieve_candidates(config: BuilderConfig, described, index, device: str = "cpu", images=None):
-    """Top-k candidates for every source of every unskipped row; optional VLM re-ranking."""
-    from tqdm.auto import tqdm
+def retrieval_bank(index) -> tuple[list[int], torch.Tensor]:
+    """The valid clips of the index stage: their corpus rows and their embeddings as one `(clips, dim)` tensor."""
+    import numpy as np
 
     valid = [i for i, ok in enumerate(index["valid"]) if ok]
     if not valid:
         raise ValueError(
             "No clip of `audio_dataset` is usable (all corrupt, silent or without text); see the index stage."
         )
+    column = index.select(valid).with_format("arrow")["embedding"].combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return valid, torch.from_numpy(flat.reshape(len(valid), -1).copy())
+
+
+def _searcher(config: BuilderConfig, bank: torch.Tensor, num_queries: int) -> TopKSearch:
+    return TopKSearch(
+        bank,
+        min(config.top_k, bank.shape[0]),
+        backend=config.retrieval_backend,
+        num_queries=num_queries,
+        chunk_size=config.retrieval_chunk_size,
+        nlist=config.faiss_nlist or None,
+        nprobe=config.faiss_nprobe,
+    )
+
+
+def _count_queries(described) -> int:
+    """Sound sources of the unskipped rows: the number of retrieval queries."""
+    import pyarrow.compute as pc
+
+    table = described.select_columns(["sound_sources", "skip_reason"]).with_format("arrow")[:]
+    lengths = pc.list_value_length(table["sound_sources"]).fill_null(0)
+    return int(pc.sum(pc.if_else(pc.is_null(table["skip_reason"]), lengths, 0)).as_py() or 0)
+
+
+def retrieve_candidates(
+    config: BuilderConfig, described, index, device: str = "cpu", images=None, search=None, valid=None
+):
+    """Top-k candidates for every source of every unskipped row of `described`; optional VLM re-ranking.
+
+    `search` ([`TopKSearch`]) and `valid` (its bank's corpus rows) are built from `index` when not given; the
+    retrieve stage passes them to search the dataset in chunks with one index.
+    """
+    from tqdm.auto import tqdm
+
+    if search is None:
+        valid, bank = retrieval_bank(index)
     rows = [
         (r, src)
         for r, (src, skip) in enumerate(zip(described["sound_sources"], described["skip_reason"]))
@@ -325,28 +385,19 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
     candidates = [[] for _ in range(len(described))]
     if not queries:
         return candidates
-    bank = torch.tensor([index["embedding"][i] for i in valid], dtype=torch.float32)
+    if search is None:
+        search = _searcher(config, bank, len(queries))
     embedder = _cached_embedder(_config_json(config), device)
-    q = embedder.embed_texts(queries)
-    idx, scores = search_topk(
-        q,
-        bank,
-        min(config.top_k, len(valid)),
-        backend=config.retrieval_backend,
-        chunk_size=config.retrieval_chunk_size,
-        nlist=config.faiss_nlist or None,
-        nprobe=config.faiss_nprobe,
-    )
+    idx, scores = search(embedder.embed_texts(queries))
     reranker = VLMReranker.from_config(config, device=device) if config.rerank else None
+    clip_text = index["clip_text"] if reranker is not None else None
     k = 0
-    for r, srcs in tqdm(rows, desc="Retrieving", disable=len(rows) < 1000 and reranker is None):
+    for r, srcs in tqdm(rows, desc="Retrieving", disable=reranker is None):
         per_source = []
         for s in srcs:
-            cands = [(valid[int(i)], float(sc)) for i, sc in zip(idx[k], scores[k])]
+            cands = [(valid[int(i)], float(sc)) for i, sc in zip(idx[k].tolist(), scores[k].tolist())]
             if reranker is not None:
-                choice = reranker.choose(
-                    decode_image(images[r]["image"]), s["name"], [index["clip_text"][c] for c, _ in cands]
-                )
+                choice = reranker.choose(decode_image(images[r]["image"]), s["name"], [clip_text[c] for c, _ in cands])
                 cands = rerank(cands, choice)
             per_source.append(cands)
             k += 1
@@ -354,20 +405,50 @@ def retrieve_candidates(config: BuilderConfig, described, index, device: str = "
     return candidates
 
 
+# rows of `described` searched, assigned and saved at a time by the retrieve stage: its memory does not grow with
+# the corpus (candidates are Python tuples, top_k per source)
+RETRIEVE_CHUNK_ROWS = 4096
+
+
 def run_retrieve(
     config: BuilderConfig, described, index, d_key: str, i_key: str, audio, device: str = "cpu", images=None
 ):
-    from datasets import Dataset, Features, List, Value
+    """Retrieve in chunks of [`RETRIEVE_CHUNK_ROWS`] rows with one search index; the reuse cap's counts carry
+    from chunk to chunk, so the choices are those of one pass over the dataset."""
+    from tqdm.auto import tqdm
 
     key = stage_key("retrieve", config, d_key, i_key)
     folder = config.resolved_cache_dir() / key
     if folder.exists():
-        return _load(folder), key, True
-    candidates = retrieve_candidates(config, described, index, device=device, images=images)
-    choices, _ = assign_clips(candidates, config.min_score, config.max_clip_uses)
-    clip_ids = audio[config.audio_id_column] if config.audio_id_column else None
+        return _load_shards(folder), key, True
+    valid, bank = retrieval_bank(index)
+    search = _searcher(config, bank, _count_queries(described))
+    clip_ids = [str(c) for c in audio[config.audio_id_column]] if config.audio_id_column else None
+    clip_text = index["clip_text"]
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    uses: dict[int, int] = {}
+    starts = range(0, len(described), RETRIEVE_CHUNK_ROWS)
+    for part, start in enumerate(tqdm(starts, desc="Retrieving", disable=len(starts) < 4)):
+        rows = range(start, min(len(described), start + RETRIEVE_CHUNK_ROWS))
+        chunk = described.select(rows).select_columns(["image_id", "sound_sources", "skip_reason"])
+        chunk_images = images.select(rows) if images is not None and config.rerank else None
+        candidates = retrieve_candidates(config, chunk, index, device, chunk_images, search=search, valid=valid)
+        choices, _ = assign_clips(candidates, config.min_score, config.max_clip_uses, uses=uses)
+        out = _retrieved_rows(config, chunk, candidates, choices, clip_ids, clip_text)
+        save_atomic(out, tmp / f"shard-{part:05d}")
+    tmp.rename(folder)
+    return _load_shards(folder), key, False
+
+
+def _retrieved_rows(config: BuilderConfig, chunk, candidates, choices, clip_ids, clip_text):
+    """The retrieve stage's rows for one chunk of `described`: chosen clips per source, unmatched sources, and
+    the skip reason (an empty retrieval skips the row)."""
+    from datasets import Dataset, Features, List, Value
+
     sources_col, unmatched_col, skip_col = [], [], []
-    for r, (srcs, skip) in enumerate(zip(described["sound_sources"], described["skip_reason"])):
+    for r, (srcs, skip) in enumerate(zip(chunk["sound_sources"], chunk["skip_reason"])):
         sources, unmatched = [], []
         if skip is None:
             for s, choice, cands in zip(srcs, choices[r], candidates[r]):
@@ -379,8 +460,8 @@ def run_retrieve(
                     {
                         **s,
                         "clip_index": clip,
-                        "clip_id": str(clip_ids[clip]) if clip_ids else str(clip),
-                        "clip_text": index["clip_text"][clip],
+                        "clip_id": clip_ids[clip] if clip_ids else str(clip),
+                        "clip_text": clip_text[clip],
                         "score": score,
                         "cosine_rank": [c for c, _ in sorted(cands, key=lambda c: -c[1])].index(clip),
                     }
@@ -410,15 +491,13 @@ def run_retrieve(
         }
     )
     columns = {"sources": sources_col, "unmatched_sources": unmatched_col, "skip_reason": skip_col}
-    out = Dataset.from_dict({"image_id": described["image_id"], **columns}, features=features)
-    save_atomic(out, folder)
-    return _load(folder), key, False
+    return Dataset.from_dict({"image_id": chunk["image_id"], **columns}, features=features)
 
 
-def run_assemble(config: BuilderConfig, table, audio, r_key: str) -> tuple:
-    """Assemble in cached shards of `shard_size` rows (`num_proc` workers inside each)."""
-    from datasets import concatenate_datasets
-
+def run_assemble(config: BuilderConfig, table, audio, r_key: str) -> tuple[Path, int, bool]:
+    """Assemble in cached shards of `shard_size` rows (`num_proc` workers, a shard each); returns the stage
+    folder, its number of shards and whether all of them were cached. The write stage reads the shards one by one.
+    """
     key = stage_key("assemble", config, r_key, audio._fingerprint)
     folder = config.resolved_cache_dir() / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -440,8 +519,7 @@ def run_assemble(config: BuilderConfig, table, audio, r_key: str) -> tuple:
     else:
         for job in jobs:
             _assemble_shard(job)
-    parts = [_load(folder / f"shard-{s:05d}") for s in range(num_shards)]
-    return concatenate_datasets(parts), not pending
+    return folder, num_shards, not pending
 
 
 def _assemble_shard(job) -> None:
@@ -593,41 +671,13 @@ def build_sonified_dataset(
 
     t0 = time.perf_counter()
     table = join_on_image_id([described.select_columns(["image_id", "scene"]), retrieved], "retrieve")
-    assembled, cached = run_assemble(config, table, audio, r_key)
+    a_folder, num_shards, cached = run_assemble(config, table, audio, r_key)
     timings["assemble"] = time.perf_counter() - t0
     if cached:
         report.cached_stages.append("assemble")
 
-    t0 = time.perf_counter()
+    report.unmatched_sources = _sum_list_lengths(retrieved, "unmatched_sources")
     meta0 = metas[0] if metas else {}
-    keep_meta = [c for c in config.metadata_columns if c not in ("image", "image_id")]
-    full = join_on_image_id(
-        [
-            images.select_columns(["image_id", "image", *keep_meta]),
-            described.select_columns(["image_id", "scene", "description_raw"]),
-            assembled,
-        ],
-        "assemble",
-    )
-    skip = full["skip_reason"]
-    image_cells = images.select_columns(["image"])
-    report.skipped = [
-        {"image_id": i, "source": _source_file(image_cells[r]["image"]), "reason": reason}
-        for r, (i, reason) in enumerate(zip(full["image_id"], skip))
-        if reason is not None
-    ]
-    report.unmatched_sources = sum(len(u) for u in retrieved["unmatched_sources"])
-    report.dropped_sources = sum(len(d) for d in assembled["dropped_sources"])
-    kept = [i for i, r in enumerate(skip) if r is None]
-    out = full.select(kept).remove_columns(["skip_reason", "dropped_sources"])
-    uses: dict[str, int] = {}
-    for srcs in out["sources"]:
-        for s in srcs:
-            uses[s["clip_id"]] = uses.get(s["clip_id"], 0) + 1
-    report.distinct_clips_used, report.max_clip_uses = len(uses), max(uses.values(), default=0)
-    limiter = [v for v in out["limiter_lu"] if v]
-    report.limited_rows = len(limiter)
-    report.max_limiter_lu = round(min(limiter, default=0.0), 3)
     provenance = {
         "prompt_version": meta0.get("prompt_version") or "none",
         "describer": f"{config.describer} ({meta0.get('model_id', '')})",
@@ -636,25 +686,78 @@ def build_sonified_dataset(
         "image_dataset": config.image_dataset,
         "audio_dataset": config.audio_dataset,
     }
-    for name in ("prompt_version", "describer", "index_model", "builder_version"):
-        out = out.add_column(name, [provenance[name]] * len(out))
-    report.num_rows = len(out)
     report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}
-    write_output(config, out, report, provenance)
+    chunks = output_rows(config, images, described, a_folder, num_shards, provenance, report)
+    write_output(config, chunks, report, provenance)
     logger.info("Built %d rows (%d skipped) into %s", report.num_rows, report.num_skipped, config.output_dir)
     return report
 
 
-def write_output(config: BuilderConfig, dataset, report: BuildReport, provenance: dict) -> None:
+def _sum_list_lengths(dataset, column: str) -> int:
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(dataset.select_columns([column]).with_format("arrow")[:][column])
+    return int(pc.sum(lengths.fill_null(0)).as_py() or 0)
+
+
+def output_rows(config: BuilderConfig, images, described, a_folder: Path, num_shards: int, provenance, report):
+    """The output rows, one in-memory `Dataset` per assemble shard: the image and its metadata, the scene and the
+    VLM's raw answer, the soundtrack and its sources, and the provenance columns; skipped rows are left out and
+    recorded in `report` with their reason, which also gets the row and clip-use counts once all are read.
+
+    Each assemble shard is loaded, joined on `image_id`, copied and released before the next one, so the memory
+    of the write stage does not grow with the corpus.
+    """
+    keep_meta = [c for c in config.metadata_columns if c not in ("image", "image_id")]
+    uses: dict[str, int] = {}
+    limiter: list[float] = []
+    for s in range(num_shards):
+        rows = range(s * config.shard_size, min(len(images), (s + 1) * config.shard_size))
+        part = join_on_image_id(
+            [
+                images.select(rows).select_columns(["image_id", "image", *keep_meta]),
+                described.select(rows).select_columns(["image_id", "scene", "description_raw"]),
+                _load(a_folder / f"shard-{s:05d}"),
+            ],
+            "assemble",
+        )
+        small = part.select_columns(["image_id", "skip_reason", "dropped_sources", "sources", "limiter_lu"])[:]
+        kept = []
+        for r, (image_id, reason) in enumerate(zip(small["image_id"], small["skip_reason"])):
+            if reason is None:
+                kept.append(r)
+            else:
+                source = _source_file(part.select_columns(["image"])[r]["image"])
+                report.skipped.append({"image_id": image_id, "source": source, "reason": reason})
+        report.dropped_sources += sum(len(d) for d in small["dropped_sources"])
+        for r in kept:
+            for src in small["sources"][r]:
+                uses[src["clip_id"]] = uses.get(src["clip_id"], 0) + 1
+            if small["limiter_lu"][r]:
+                limiter.append(small["limiter_lu"][r])
+        out = part.select(kept).remove_columns(["skip_reason", "dropped_sources"])
+        with no_progress_bars():  # a copy: the shard's memory map is released with `part`
+            out = out.flatten_indices(keep_in_memory=True)
+        for name in ("prompt_version", "describer", "index_model", "builder_version"):
+            out = out.add_column(name, [provenance[name]] * len(out))
+        report.num_rows += len(out)
+        del part
+        yield out
+    report.distinct_clips_used, report.max_clip_uses = len(uses), max(uses.values(), default=0)
+    report.limited_rows = len(limiter)
+    report.max_limiter_lu = round(min(limiter, default=0.0), 3)
+
+
+def write_output(config: BuilderConfig, rows, report: BuildReport, provenance: dict) -> None:
+    """Write `rows` (a `Dataset`, or `Dataset` chunks as [`output_rows`] yields them) as Parquet shards with the
+    dataset card and the build report into `config.output_dir`, replacing it only once everything is written."""
     final = Path(config.output_dir)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    _, content = write_parquet_shards(dataset, tmp, config.rows_per_parquet, config.sample_rate)
-    card = render_card(
-        config, report, provenance, columns=dataset.column_names, data_files=data_files_pattern(content)
-    )
+    _, content, columns = write_parquet_shards(rows, tmp, config.rows_per_parquet, config.sample_rate)
+    card = render_card(config, report, provenance, columns=columns, data_files=data_files_pattern(content))
     card.save(str(tmp / "README.md"))
     report.save(tmp / "build_report.json")
     replace_folder(tmp, final)

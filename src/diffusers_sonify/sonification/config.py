@@ -16,7 +16,9 @@ from typing import ClassVar, Optional
 
 from ..config_loading import require_positive
 
-BUILDER_VERSION = "0.1.0"
+# part of every stage key: bump it when a stage's output or cache layout changes (0.2.0: the retrieve stage is
+# saved in shards)
+BUILDER_VERSION = "0.2.0"
 DEFAULT_DESCRIBER = "diffusers_sonify.sonification.describe:VLMDescriber"
 # A small instruction-tuned VLM with a chat template that runs with stock transformers (no remote code).
 DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"

@@ -163,6 +163,14 @@ def topk_cosine_ivf(
         raise ValueError(f"`nlist`, `nprobe` and `chunk_size` must be positive, got {nlist}, {nprobe}, {chunk_size}.")
     index = build_ivf_index(bank, nlist=nlist, train_size=train_size, seed=seed)
     index.nprobe = min(nprobe, index.nlist)
+    return search_ivf(index, queries, bank, k, chunk_size=chunk_size)
+
+
+def search_ivf(
+    index, queries: torch.Tensor, bank: torch.Tensor, k: int, chunk_size: int = 65536
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Search a built [`build_ivf_index`] of `bank` (its `nprobe` set) with `queries`; queries whose probed lists
+    hold fewer than `k` items are searched exactly. Returns as [`topk_cosine_ivf`]."""
     num = queries.shape[0]
     indices = torch.empty(num, k, dtype=torch.long)
     scores = torch.empty(num, k, dtype=torch.float32)
@@ -178,6 +186,63 @@ def topk_cosine_ivf(
     return indices.to(queries.device), scores.to(queries.device)
 
 
+class TopKSearch:
+    """Top-k cosine search of one bank through the builder's `retrieval_backend`, for queries that arrive in
+    chunks: `auto` is resolved once on the total query count and a faiss index is built once, so searching the
+    chunks one by one returns what one [`search_topk`] call over all queries returns.
+
+    Args:
+        bank (`torch.Tensor`): `(num_items, dim)`.
+        k (`int`): neighbours per query.
+        backend (`str`): `exact` ([`topk_cosine`]), `faiss-ivf` ([`topk_cosine_ivf`]) or `auto` (faiss IVF from
+            [`AUTO_FAISS_MIN_PAIRS`] query x bank pairs on, where it is faster; exact below, or when faiss is not
+            installed).
+        num_queries (`int`): how many queries will be searched in all (decides `auto`).
+        chunk_size (`int`): query rows per exact score block.
+        nlist, nprobe: the faiss index's inverted lists and lists scanned per query.
+    """
+
+    def __init__(
+        self,
+        bank: torch.Tensor,
+        k: int,
+        backend: str = "exact",
+        num_queries: int = 0,
+        chunk_size: int = 4096,
+        nlist: int | None = None,
+        nprobe: int = 32,
+    ):
+        if backend not in RETRIEVAL_BACKENDS:
+            raise ValueError(f"`retrieval_backend` must be one of {RETRIEVAL_BACKENDS}, got {backend!r}.")
+        if backend == "auto":
+            large = num_queries * bank.shape[0] >= AUTO_FAISS_MIN_PAIRS
+            if large and not faiss_available():
+                logger.warning(
+                    "%d queries x %d clips: faiss is not installed, so retrieval stays exact (slow at this size); "
+                    "`pip install 'diffusers-sonify[faiss]'` for the approximate index.",
+                    num_queries,
+                    bank.shape[0],
+                )
+            backend = "faiss-ivf" if large and faiss_available() else "exact"
+        self.bank, self.k, self.backend, self.chunk_size = bank, k, backend, chunk_size
+        self.index = None
+        if backend == "faiss-ivf":
+            if not 1 <= k <= bank.shape[0]:
+                raise ValueError(f"`k` must be in [1, {bank.shape[0]}] (the bank size), got {k}.")
+            self.index = build_ivf_index(bank, nlist=nlist)
+            self.index.nprobe = min(nprobe, self.index.nlist)
+
+    def __call__(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.index is not None:
+            if queries.ndim != 2 or queries.shape[1] != self.bank.shape[1]:
+                raise ValueError(f"`queries` {tuple(queries.shape)} must be 2-D with the bank's width.")
+            return search_ivf(self.index, queries, self.bank, self.k)
+        # bank chunks keep the score block at <= 2^28 floats (1 GiB) when a large bank meets a query chunk
+        chunk = self.chunk_size
+        bank_chunk = None if chunk * self.bank.shape[0] <= 2**28 else max(1, 2**28 // chunk)
+        return topk_cosine(queries, self.bank, self.k, chunk_size=chunk, bank_chunk_size=bank_chunk)
+
+
 def search_topk(
     queries: torch.Tensor,
     bank: torch.Tensor,
@@ -187,30 +252,13 @@ def search_topk(
     nlist: int | None = None,
     nprobe: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k cosine search through the builder's `retrieval_backend`: `exact` ([`topk_cosine`]), `faiss-ivf`
-    ([`topk_cosine_ivf`]) or `auto` (faiss IVF from [`AUTO_FAISS_MIN_PAIRS`] query x bank pairs on, where it is
-    faster; exact below, or when faiss is not installed). Same arguments and returns as [`topk_cosine`]."""
-    if backend not in RETRIEVAL_BACKENDS:
-        raise ValueError(f"`retrieval_backend` must be one of {RETRIEVAL_BACKENDS}, got {backend!r}.")
-    if backend == "auto":
-        large = queries.shape[0] * bank.shape[0] >= AUTO_FAISS_MIN_PAIRS
-        if large and not faiss_available():
-            logger.warning(
-                "%d queries x %d clips: faiss is not installed, so retrieval stays exact (slow at this size); "
-                "`pip install 'diffusers-sonify[faiss]'` for the approximate index.",
-                queries.shape[0],
-                bank.shape[0],
-            )
-        backend = "faiss-ivf" if large and faiss_available() else "exact"
-    if backend == "exact":
-        # bank chunks keep the score block at <= 2^28 floats (1 GiB) when a large bank meets a query chunk
-        bank_chunk = None if chunk_size * bank.shape[0] <= 2**28 else max(1, 2**28 // chunk_size)
-        return topk_cosine(queries, bank, k, chunk_size=chunk_size, bank_chunk_size=bank_chunk)
-    return topk_cosine_ivf(queries, bank, k, nlist=nlist, nprobe=nprobe)
+    """Top-k cosine search of all `queries` at once through the builder's `retrieval_backend` (see
+    [`TopKSearch`]). Same arguments and returns as [`topk_cosine`]."""
+    return TopKSearch(bank, k, backend, queries.shape[0], chunk_size, nlist, nprobe)(queries)
 
 
 def assign_clips(
-    candidates: list[list[list[tuple[int, float]]]], min_score: float, max_uses: int = 0
+    candidates: list[list[list[tuple[int, float]]]], min_score: float, max_uses: int = 0, uses: dict | None = None
 ) -> tuple[list[list[tuple[int, float] | None]], dict[int, int]]:
     """Choose one clip per source, in dataset order, under a threshold and a reuse cap.
 
@@ -218,13 +266,15 @@ def assign_clips(
         candidates: per row, per source, `(bank_row, score)` pairs best first (after any re-ranking).
         min_score (`float`): candidates scoring below are rejected.
         max_uses (`int`): a clip is chosen at most this often over the whole dataset; 0 disables the cap.
+        uses (`dict`, *optional*): use counts of earlier rows, updated in place: the dataset's rows can be passed
+            in consecutive chunks, each with the `uses` the previous chunk returned.
 
     Returns:
         `(choices, uses)`: per row, per source, the chosen `(bank_row, score)` or `None` (nothing above the
         threshold or every good clip at its cap); and the use count of each chosen clip. The pass is sequential
         and depends only on the candidate order, so reruns choose the same clips.
     """
-    uses: dict[int, int] = {}
+    uses = {} if uses is None else uses
     choices = []
     for row in candidates:
         row_choice = []

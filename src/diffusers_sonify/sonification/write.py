@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,38 +38,56 @@ def _embed_image_bytes(batch: dict) -> dict:
     return {"image": cells}
 
 
-def write_parquet_shards(dataset, folder: Path, rows_per_shard: int, sample_rate: int) -> tuple[list[Path], str]:
-    """`dataset` (image/audio as `{"bytes", "path"}` cells) -> `folder/data/train-<content>-XXXXX-of-YYYYY.parquet`.
+def write_parquet_shards(rows, folder: Path, rows_per_shard: int, sample_rate: int) -> tuple[list[Path], str, list]:
+    """`rows` -> `folder/data/train-<content>-XXXXX-of-YYYYY.parquet`, `rows_per_shard` rows per file.
 
-    Image and audio bytes are embedded, and the `Image()` / `Audio(sampling_rate)` features are stored in the
-    Parquet schema, so `load_dataset(folder)` decodes them.
+    `rows` is a `Dataset` or an iterable of `Dataset` chunks with the same columns (image/audio as
+    `{"bytes", "path"}` cells); chunks are buffered only until a shard is full, so a build of any size is written
+    in the memory of one shard. Image and audio bytes are embedded, and the `Image()` / `Audio(sampling_rate)`
+    features are stored in the Parquet schema, so `load_dataset(folder)` decodes them.
 
     `<content>` is a hash of the shards' bytes, and the card's `data_files` pattern names it
     ([`data_files_pattern`]). datasets 5.2 keys its cache of a local folder on the folder's name and the card's
     `configs` only, so without it `load_dataset(folder)` returns the rows of an earlier build in the same folder,
-    or of another build in a folder with the same name. Returns the shard paths and the content hash.
+    or of another build in a folder with the same name. Returns the shard paths, the content hash and the columns.
     """
-    from datasets import Audio, Image
+    from datasets import Audio, Dataset, Image, concatenate_datasets
 
-    if len(dataset):
-        dataset = dataset.map(_embed_image_bytes, batched=True, desc="Embedding image bytes")
-    dataset = dataset.cast_column("image", Image()).cast_column("audio", Audio(sampling_rate=sample_rate))
+    if isinstance(rows, Dataset):
+        dataset, n = rows, len(rows)
+        rows = (dataset.select(range(a, min(n, a + rows_per_shard))) for a in range(0, max(n, 1), rows_per_shard))
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    num_shards = max(1, math.ceil(len(dataset) / rows_per_shard))
     staged, digest = [], hashlib.sha256()
-    for index in range(num_shards):
-        path = folder / "data" / f"shard-{index:05d}.parquet.partial"
+
+    def flush(part) -> None:
         with no_progress_bars():
-            dataset.shard(num_shards, index, contiguous=True).to_parquet(str(path))
+            if len(part):
+                part = part.map(_embed_image_bytes, batched=True, keep_in_memory=True)
+            part = part.cast_column("image", Image()).cast_column("audio", Audio(sampling_rate=sample_rate))
+            path = folder / "data" / f"shard-{len(staged):05d}.parquet.partial"
+            part.to_parquet(str(path))
         digest.update(path.read_bytes())
         staged.append(path)
+
+    buffer, last = None, None
+    for chunk in rows:
+        last = chunk
+        if len(chunk):
+            buffer = chunk if buffer is None else concatenate_datasets([buffer, chunk])
+        while buffer is not None and len(buffer) >= rows_per_shard:
+            flush(buffer.select(range(rows_per_shard)))
+            rest = range(rows_per_shard, len(buffer))
+            with no_progress_bars():
+                buffer = buffer.select(rest).flatten_indices(keep_in_memory=True) if len(rest) else None
+    if buffer is not None or not staged:
+        flush(buffer if buffer is not None else last)  # the last rows, or an empty shard that holds the schema
     content = digest.hexdigest()[:16]
     paths = []
     for index, path in enumerate(staged):
-        final = folder / "data" / f"train-{content}-{index:05d}-of-{num_shards:05d}.parquet"
+        final = folder / "data" / f"train-{content}-{index:05d}-of-{len(staged):05d}.parquet"
         path.rename(final)
         paths.append(final)
-    return paths, content
+    return paths, content, list(last.column_names)
 
 
 def data_files_pattern(content: str) -> str:
