@@ -1,0 +1,72 @@
+"""The toy VLM (issue 15): its training target is what the builder's parser reads, it trains and saves a folder the
+builder's `VLMDescriber` loads by path, and the describer scores separate right from wrong answers."""
+
+import json
+
+import pytest
+
+from diffusers_sonify.sonification.config import default_prompt_file
+from diffusers_sonify.sonification.describe import VLMDescriber, describe_result, load_vlm
+from diffusers_sonify.toyworld.describer import ToySceneDescriber
+from diffusers_sonify.toyworld.vlm import (
+    ToyVLMConfig,
+    evaluate_describer,
+    held_out_rows,
+    train_toy_vlm,
+    vlm_answer,
+)
+
+
+def test_the_training_answer_is_what_the_builder_parses():
+    objects = [
+        {"class": "drum", "name": "a drum kit", "radius": 4.0, "prominence": 0.16, "x": 0.2, "y": 0.3},
+        {"class": "bell", "name": "a church bell", "radius": 10.0, "prominence": 0.79, "x": 0.6, "y": 0.5},
+    ]
+    parsed = describe_result([vlm_answer(objects, "indoor", "large")])
+    assert parsed["skip_reason"] == [None]
+    (sources,) = parsed["sound_sources"]
+    assert [s["name"] for s in sources] == ["bell", "drum"]  # most prominent first
+    assert [s["prominence"] for s in sources] == [0.8, 0.2]
+    assert [s["distance"] for s in sources] == ["near", "far"]
+    assert parsed["scene"] == [{"setting": "indoor", "space": "large"}]
+
+
+class _OneRowLate(ToySceneDescriber):
+    """The metadata describer answering for the previous row: right schema, wrong scenes."""
+
+    def describe(self, batch):
+        shifted = {k: v[-1:] + v[:-1] for k, v in batch.items()}
+        return super().describe(shifted)
+
+
+def test_describer_scores_separate_right_from_wrong_answers():
+    rows = held_out_rows(40)
+    perfect = evaluate_describer(ToySceneDescriber(), rows)
+    assert perfect["valid_json"] == perfect["f1"] == perfect["setting_accuracy"] == perfect["space_accuracy"] == 1.0
+    assert perfect["prominence_spearman"] > 0.999  # ties from rounding aside, the order of the areas
+    late = evaluate_describer(_OneRowLate(), rows)
+    assert late["valid_json"] == 1.0
+    assert late["f1"] < 0.6 and late["setting_accuracy"] < 0.8
+
+
+@pytest.mark.slow
+def test_toy_vlm_trains_and_the_builder_loads_it_by_path(tmp_path):
+    config = ToyVLMConfig(hidden_size=64, num_hidden_layers=2, train_images=64, steps=60, batch_size=8, warmup_steps=5)
+    record = train_toy_vlm(config, str(tmp_path), log=None)
+    assert json.loads((tmp_path / "toy_vlm_training.json").read_text())["final_loss"] == record["final_loss"]
+    assert record["final_loss"] < 2.0  # from ~6.5, uniform over the vocabulary: it learned the answers' form
+    assert (tmp_path / "model.safetensors").is_file()
+    load_vlm.cache_clear()  # loaded by path through AutoProcessor / AutoModelForImageTextToText, as a Hub id is
+    describer = VLMDescriber(str(tmp_path), default_prompt_file(), max_new_tokens=24, batch_size=4)
+    out = describer.describe({"image": [r["image"] for r in held_out_rows(4)]})
+    assert len(out["skip_reason"]) == 4
+    assert all(r is None or r.startswith(("unparsable", "invalid")) for r in out["skip_reason"])  # 24 tokens: cut
+
+
+def test_builder_pairing_scores_the_metadata_describer_as_pairing_everything(tmp_path):
+    """The in-the-loop score on the describer that reads the truth: every retrieved clip is of a pictured class."""
+    from diffusers_sonify.toyworld.vlm import builder_pairing
+
+    result = builder_pairing(None, str(tmp_path), num_images=24, clips_per_class=4)
+    assert result["rows"] == 24 and result["skipped"] == 0 and result["sources"] >= 24
+    assert result["pairing_accuracy"] == 1.0
