@@ -116,7 +116,7 @@ def unbatched_generate(processor, model, images: list, text: str, max_new_tokens
 
 def run(args) -> dict:
     from diffusers_sonify.sonification.config import default_prompt_file
-    from diffusers_sonify.sonification.describe import VLMDescriber, load_vlm, read_prompt
+    from diffusers_sonify.sonification.describe import VLMDescriber, image_prompt, load_vlm, read_prompt
 
     torch.set_num_threads(args.threads)
     images, answers = toy_rows(max(args.num_images, 256))
@@ -133,8 +133,7 @@ def run(args) -> dict:
             args.max_new_tokens = int(np.median([len(processor.tokenizer(a)["input_ids"]) for a in answers]))
         describer.max_new_tokens = args.max_new_tokens
         model.generation_config.min_new_tokens = args.max_new_tokens
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": describer.prompt}]}]
-        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        text = image_prompt(processor, describer.prompt)
         prompt_tokens = len(processor(images=[images[0]], text=[text], return_tensors="pt")["input_ids"][0])
 
         unbatched_generate(processor, model, images[:1], text, args.max_new_tokens)  # warm-up

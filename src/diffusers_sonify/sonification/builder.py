@@ -177,10 +177,9 @@ def join_on_image_id(parts: list, stage: str):
     for part in parts[1:]:
         other = _ids(part)
         if not other.equals(ids):
-            m = min(len(ids), len(other))
-            differ = pc.not_equal(ids[:m], other[:m]).fill_null(True) if m else None
-            bad = pc.index(differ, True).as_py() if m else -1
-            bad = m if bad < 0 else bad
+            m = min(len(ids), len(other))  # the first differing row, else where the shorter one ends
+            first = pc.index(pc.not_equal(ids[:m], other[:m]).fill_null(True), True).as_py() if m else -1
+            bad = first if first >= 0 else m
             raise RuntimeError(
                 f"{stage}: stage outputs disagree on image ids at row {bad} ({len(ids)} vs {len(other)} rows); "
                 "the stage cache is inconsistent: delete `cache_dir` and rebuild."

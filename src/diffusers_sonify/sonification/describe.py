@@ -287,6 +287,13 @@ def _torch_dtype(name: str):
     return getattr(torch, name)
 
 
+def image_prompt(processor, prompt: str) -> str:
+    """The chat text a VLM gets for one image followed by `prompt`, ending with the generation prompt (the
+    processor's chat template). The describer, the reranker and the toy VLM's training prefix all use it."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
 @lru_cache(maxsize=2)
 def load_vlm(model_id: str, device: str = "cpu", torch_dtype: str = "auto", trust_remote_code: bool = False):
     """`(processor, model)` of an image-text-to-text model, loaded once per process and shared by the describer and
@@ -363,8 +370,7 @@ class VLMDescriber:
         """One prompt per image -> the model's decoded answers (greedy)."""
         import torch
 
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        text = image_prompt(self.processor, prompt)
         answers = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]

@@ -332,17 +332,10 @@ class VLMReranker:
 
     def choose(self, image, name: str, options: list[str]) -> int | None:
         """Index into `options` of the model's choice, or `None` when its answer is not a valid number."""
+        from .describe import image_prompt
+
         listing = "\n".join(f"{i + 1}. {text}" for i, text in enumerate(options))
-        messages = [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image"},
-                    {"type": "text", "text": self.PROMPT.format(name=name, options=listing)},
-                ],
-            }
-        ]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        text = image_prompt(self.processor, self.PROMPT.format(name=name, options=listing))
         inputs = self.processor(images=[image], text=[text], return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)

@@ -76,11 +76,6 @@ def build_toy_vlm(config: ToyVLMConfig, prompt: str, answers: list[str]):
     )
 
 
-def _describe_text(processor, prompt: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True)
-
-
 def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None = None, log=print) -> dict:
     """Train the toy VLM on `config.train_images` renders to answer the describe prompt, save it to `output_dir`
     (loadable by `AutoProcessor` / `AutoModelForImageTextToText`), and return the training record.
@@ -89,14 +84,14 @@ def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None
     prefix, the loss covers the answer tokens and the end-of-utterance token only.
     """
     from ..sonification.config import default_prompt_file
-    from ..sonification.describe import read_prompt
+    from ..sonification.describe import image_prompt, read_prompt
 
     prompt, prompt_version = read_prompt(prompt_file or default_prompt_file())
     rows = list(image_corpus_rows(config.train_images, seed=config.image_seed))
     answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
     processor, model = build_toy_vlm(config, prompt, answers[:500])
     tokenizer = processor.tokenizer
-    prefix = processor(images=[[rows[0]["image"]]], text=[_describe_text(processor, prompt)], return_tensors="pt")
+    prefix = processor(images=[[rows[0]["image"]]], text=[image_prompt(processor, prompt)], return_tensors="pt")
     prefix = prefix["input_ids"][0]
     eos = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     targets = [tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
