@@ -209,7 +209,8 @@ def child_describe(work: Path, clips_per_class: int, vlm: Path, rank: int, world
     config = toy_config(work, clips_per_class, **opts)
     images = prepare_images(config)
     describer = _cached_describer(_config_json(config), "cpu")
-    describer.model.generation_config.min_new_tokens = config.max_new_tokens  # every answer the same length
+    if os.environ.get("SCALE_FIXED_LENGTH") == "1":  # a random VLM: every answer the same length
+        describer.model.generation_config.min_new_tokens = config.max_new_tokens
     barrier = Path(os.environ["SCALE_BARRIER"])  # ranks start together, once every one has loaded the model
     (barrier / f"ready-{rank}").touch()
     while len(list(barrier.glob("ready-*"))) < world_size:
@@ -245,16 +246,22 @@ def measure_describe(
     root: Path, n: int, clips_per_class: int, batch_size: int, shard_size: int, repeats: int = 3, model: str = "tiny"
 ) -> dict:
     """Describe `n` images with the tiny VLM: 1 process vs 2 processes (ranks 0, 1), one thread each, `repeats`
-    times alternating; the speed-up is the median of the repeats' ratios (single runs swing with other load)."""
+    times alternating; the speed-up is the median of the repeats' ratios (single runs swing with other load).
+
+    `model`: "tiny" or "smolvlm-256m" (random weights, answers forced to the toy answers' median length), or the
+    folder of a saved VLM such as the trained toy VLM (`python -m diffusers_sonify.toyworld.vlm`), which answers
+    until its own end of utterance (at most 160 new tokens)."""
     import statistics
 
     work = root / "describe"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    vlm = work / "vlm"
-    _describe_vlm(vlm, model)
+    trained = Path(model).is_dir()
+    vlm = Path(model) if trained else work / "vlm"
+    if not trained:
+        _describe_vlm(vlm, model)
     _child(["--_corpora", str(work), str(n), str(clips_per_class)])
-    opts = _vlm_overrides(vlm, _answer_tokens(vlm), batch_size, shard_size)
+    opts = _vlm_overrides(vlm, 160 if trained else _answer_tokens(vlm), batch_size, shard_size)
     out = {"num_images": n, "max_new_tokens": opts["max_new_tokens"], "batch_size": batch_size, "model": model}
     out["shard_size"] = shard_size
     runs = {1: [], 2: []}
@@ -265,7 +272,7 @@ def measure_describe(
             shutil.rmtree(barrier, ignore_errors=True)
             barrier.mkdir()
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-            env["SCALE_BARRIER"] = str(barrier)
+            env["SCALE_BARRIER"], env["SCALE_FIXED_LENGTH"] = str(barrier), "0" if trained else "1"
             args = [str(work), str(clips_per_class), str(vlm), json.dumps(opts), str(world)]
             procs = [
                 subprocess.Popen(
@@ -322,9 +329,9 @@ def main(argv=None) -> dict:
     p.add_argument("--describe_repeats", type=int, default=3, help="1- and 2-process runs, alternating")
     p.add_argument(
         "--describe_model",
-        choices=["tiny", "smolvlm-256m"],
         default="tiny",
-        help="the describe stage's VLM: tiny random Idefics3, or random at SmolVLM-256M's architecture (slow)",
+        help="the describe stage's VLM: `tiny` (random Idefics3), `smolvlm-256m` (random at SmolVLM-256M's "
+        "architecture, slow) or a saved VLM's folder, e.g. the trained toy VLM",
     )
     p.add_argument("--describe_batch_size", type=int, default=16)
     p.add_argument("--skip_describe", action="store_true")
@@ -359,7 +366,11 @@ def main(argv=None) -> dict:
             f"{proj['peak_rss_mb']:.0f} MB; output {proj['output_gb']:.1f} GB; cache {proj['cache_gb']:.1f} GB"
         )
     describe = None
-    label = "tiny" if args.describe_model == "tiny" else "SmolVLM-256M-shaped"
+    label = {"tiny": "tiny random", "smolvlm-256m": "SmolVLM-256M-shaped random"}.get(
+        args.describe_model, f"saved ({args.describe_model})"
+    )
+    if label.startswith("saved") and not Path(args.describe_model).is_dir():
+        p.error(f"--describe_model {args.describe_model!r}: not `tiny`, `smolvlm-256m` or a saved VLM's folder")
     if not args.skip_describe:
         describe = measure_describe(
             root,
@@ -371,7 +382,7 @@ def main(argv=None) -> dict:
             args.describe_model,
         )
         print(
-            f"describe ({label} random Idefics3, {describe['max_new_tokens']} new tokens, batch "
+            f"describe ({label} Idefics3, {describe['max_new_tokens']} new tokens at most, batch "
             f"{describe['batch_size']}, 1 thread): {describe['images_per_s_1proc']:.2f} images/s in 1 process; "
             f"1 process {[round(t, 2) for t in describe['procs_1_seconds']]} s, 2 processes "
             f"{[round(t, 2) for t in describe['procs_2_seconds']]} s (alternating runs); "

@@ -141,6 +141,36 @@ def test_loudness_agrees_with_pyloudnorm():
         assert measure_loudness(x, SR) == pytest.approx(reference, abs=0.1), name
 
 
+@pytest.mark.parametrize("sr", [16_000, 44_100, 48_000])
+def test_loudness_agrees_with_torchaudio_at_any_rate_and_channel_count(sr):
+    g = torch.Generator().manual_seed(sr)
+    t = torch.arange(3 * sr) / sr
+    stereo = torch.stack([0.1 * torch.randn(3 * sr, generator=g), 0.2 * torch.sin(2 * math.pi * 3000 * t)])
+    quiet_tail = torch.cat([0.2 * torch.randn(sr, generator=g), 1e-4 * torch.randn(2 * sr, generator=g)])
+    for x in (stereo, stereo[0], quiet_tail):  # quiet_tail: most blocks fall under the relative gate
+        # torchaudio's filters clamp to [-1, 1]: give it the signal at peak 0.25 and add the gain back
+        scale = 0.25 / float(x.abs().max())
+        reference = float(torchaudio.functional.loudness((x if x.ndim == 2 else x[None]).double() * scale, sr))
+        assert measure_loudness(x, sr) == pytest.approx(reference - 20 * math.log10(scale), abs=1e-6)
+
+
+def test_gain_to_lufs_reports_the_loudness_of_what_it_returns():
+    # the loudness of each trial gain comes from the unscaled signal's block powers: check it against a fresh
+    # measurement of the returned waveform, including a clip whose blocks straddle the -70 LUFS absolute gate
+    g = torch.Generator().manual_seed(1)
+    straddling = torch.cat([0.3 * torch.randn(SR, generator=g), 3e-4 * torch.randn(SR, generator=g)])
+    for x in [*_signals().values(), straddling]:
+        for target in (-10.0, -30.0, -55.0):
+            out, measured = gain_to_lufs(x, SR, target)
+            assert measured == pytest.approx(measure_loudness(out, SR), abs=1e-6)
+            assert abs(measured - target) < 0.05
+
+
+def test_loudness_rejects_more_channels_than_bs1770_weights():
+    with pytest.raises(ValueError, match="up to 5 channels"):
+        measure_loudness(torch.randn(6, SR), SR)
+
+
 def test_reverb_pads_its_fft_to_a_fast_length_and_matches_plain_convolution():
     from diffusers_sonify.audio import apply_reverb, fast_fft_length
 

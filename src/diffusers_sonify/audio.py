@@ -5,6 +5,7 @@ Waveforms are `torch.float32` tensors shaped `(channels, samples)` (torchaudio's
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -235,8 +236,9 @@ def _as_channels(waveform: torch.Tensor) -> torch.Tensor:
 def torch_threads(num_threads: int):
     """Run a block on `num_threads` torch intra-op threads, restoring the previous count afterwards.
 
-    Loudness of short clips is the use: BS.1770's IIR filters (torchaudio `lfilter`) run several times faster on
-    one thread than on two here (measured 5.5 ms vs 41 ms per 2 s clip on the 2-core box, toyworld/RECIPE.md).
+    Short clips are the use: the true-peak resampler and small tensor ops of a 2 s clip cost more in thread
+    hand-off on two threads than they gain (toyworld/RECIPE.md measured 5.5 ms vs 41 ms per clip on the 2-core box
+    for torchaudio's loudness filters, which this module no longer uses).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(num_threads)
@@ -246,47 +248,121 @@ def torch_threads(num_threads: int):
         torch.set_num_threads(previous)
 
 
+# ITU-R BS.1770-4: 400 ms gating blocks overlapping by 75 %, absolute gate -70 LKFS, relative gate -10 LU, channel
+# weights 1.0 (L, R, C) and 1.41 (surrounds), -0.691 dB so that a 997 Hz sine at 0 dBFS reads -3.01 LKFS
+GATE_SECONDS = 0.4
+GATE_OVERLAP = 0.75
+RELATIVE_GATE_LU = -10.0
+K_WEIGHTING_OFFSET_DB = -0.691
+CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
+
+
+@functools.lru_cache(maxsize=8)
+def k_weighting_sos(sample_rate: int) -> np.ndarray:
+    """BS.1770's K-weighting at `sample_rate` as two second-order sections (`scipy.signal.sosfilt` layout): a +4 dB
+    high shelf at 1500 Hz (Q 1/sqrt(2)) followed by a 38 Hz high-pass (Q 0.5).
+
+    The biquads are designed with R. Bristow-Johnson's Audio EQ Cookbook formulas from those four parameters (the
+    same parametrisation torchaudio's and pyloudnorm's meters use), so any sample rate gets its own filter.
+    """
+    w0 = 2.0 * math.pi * 1500.0 / sample_rate
+    a = 10.0 ** (4.0 / 40.0)
+    alpha = math.sin(w0) / 2.0 * math.sqrt(2.0)  # Q = 1/sqrt(2)
+    cos, root = math.cos(w0), 2.0 * math.sqrt(a) * alpha
+    shelf = [
+        a * ((a + 1) + (a - 1) * cos + root),
+        -2.0 * a * ((a - 1) + (a + 1) * cos),
+        a * ((a + 1) + (a - 1) * cos - root),
+        (a + 1) - (a - 1) * cos + root,
+        2.0 * ((a - 1) - (a + 1) * cos),
+        (a + 1) - (a - 1) * cos - root,
+    ]
+    w0 = 2.0 * math.pi * 38.0 / sample_rate
+    alpha, cos = math.sin(w0) / 2.0 / 0.5, math.cos(w0)
+    highpass = [(1 + cos) / 2, -(1 + cos), (1 + cos) / 2, 1 + alpha, -2.0 * cos, 1 - alpha]
+    sos = np.array([shelf, highpass], dtype=np.float64)
+    return sos / sos[:, 3:4]  # normalise so a0 = 1
+
+
+def loudness_block_powers(waveform: torch.Tensor, sample_rate: int) -> np.ndarray:
+    """Channel-weighted mean square of the K-weighted signal in each BS.1770 gating block, `(blocks,)` float64.
+
+    Integrated loudness is a function of these powers alone ([`integrated_loudness`]), and scaling the waveform by
+    `g` scales every power by `g**2` exactly (the filters are linear), so one filter pass serves any gain.
+    """
+    from scipy.signal import sosfilt
+
+    x = _as_channels(waveform).to(torch.float64).numpy()
+    if x.shape[0] > len(CHANNEL_WEIGHTS):
+        raise ValueError(
+            f"BS.1770 loudness is defined for up to {len(CHANNEL_WEIGHTS)} channels, got {x.shape[0]}; "
+            "downmix first (e.g. `to_mono`)."
+        )
+    gate = int(round(GATE_SECONDS * sample_rate))
+    step = int(round(gate * (1.0 - GATE_OVERLAP)))
+    if x.shape[-1] < gate:
+        return np.zeros(0)
+    y = sosfilt(k_weighting_sos(int(sample_rate)), x, axis=-1)
+    energy = np.zeros((y.shape[0], y.shape[1] + 1))
+    np.cumsum(y * y, axis=-1, out=energy[:, 1:])
+    starts = np.arange(0, x.shape[-1] - gate + 1, step)
+    blocks = (energy[:, starts + gate] - energy[:, starts]) / gate
+    return np.asarray(CHANNEL_WEIGHTS[: x.shape[0]]) @ blocks
+
+
+def integrated_loudness(block_powers: np.ndarray, gain: float = 1.0) -> float:
+    """Gated integrated loudness in LUFS of a signal with [`loudness_block_powers`] `block_powers`, scaled by
+    `gain` (linear amplitude); `-inf` when every block is below the absolute gate (or there is none)."""
+    powers = np.asarray(block_powers, dtype=np.float64) * float(gain) ** 2
+    with np.errstate(divide="ignore"):
+        levels = K_WEIGHTING_OFFSET_DB + 10.0 * np.log10(powers)
+    gated = levels > SILENCE_LUFS
+    if not gated.any():
+        return float("-inf")
+    relative = K_WEIGHTING_OFFSET_DB + 10.0 * math.log10(powers[gated].mean()) + RELATIVE_GATE_LU
+    value = K_WEIGHTING_OFFSET_DB + 10.0 * math.log10(powers[gated & (levels > relative)].mean())
+    return value if math.isfinite(value) and value > SILENCE_LUFS else float("-inf")
+
+
 def measure_loudness(waveform: torch.Tensor, sample_rate: int) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770-4, via `torchaudio.functional.loudness`).
+    """Integrated loudness in LUFS (ITU-R BS.1770-4: K-weighting, 400 ms blocks, absolute and relative gates).
 
     Args:
-        waveform (`torch.Tensor`): mono `(samples,)` or `(channels, samples)`, float.
+        waveform (`torch.Tensor`): mono `(samples,)` or `(channels, samples)` with up to 5 channels, float.
         sample_rate (`int`): in Hz.
 
     Returns:
         `float`: loudness in LUFS; `-inf` for silence or a clip shorter than one 400 ms gating block.
     """
-    waveform = _as_channels(waveform).to(torch.float32)
-    if waveform.shape[-1] < round(0.4 * sample_rate):
-        return float("-inf")
-    # torchaudio's K-weighting filters clamp to [-1, 1]: measure loud signals scaled down (peak 0.25 leaves room
-    # for the +4 dB shelf) and add the gain back, so loudness stays exactly 6 dB per doubling of amplitude.
-    peak = float(waveform.abs().max())
-    if peak == 0.0:
-        return float("-inf")
-    scale = min(1.0, 0.25 / peak)
-    value = float(torchaudio.functional.loudness(waveform * scale, int(sample_rate))) - 20.0 * math.log10(scale)
-    return value if math.isfinite(value) and value > SILENCE_LUFS else float("-inf")
+    return integrated_loudness(loudness_block_powers(waveform, sample_rate))
 
 
 def gain_to_lufs(
-    waveform: torch.Tensor, sample_rate: int, target_lufs: float, iterations: int = 2
+    waveform: torch.Tensor, sample_rate: int, target_lufs: float, iterations: int = 4
 ) -> tuple[torch.Tensor, float]:
     """Scale `waveform` so its integrated loudness is `target_lufs`; returns `(scaled, measured_lufs)`.
 
-    BS.1770's absolute gate (-70 LUFS) makes loudness slightly non-linear in gain, so the gain is refined
-    `iterations` times. Raises `ValueError` for a silent clip (nothing to scale).
+    The waveform is filtered once: the loudness of every trial gain is computed from its block powers (exact, the
+    K-weighting being linear). BS.1770's absolute gate (-70 LUFS) makes loudness slightly non-linear in gain, so
+    the gain is refined up to `iterations` times. Raises `ValueError` for a silent clip (nothing to scale).
     """
-    out = waveform
-    measured = measure_loudness(out, sample_rate)
+    powers = loudness_block_powers(waveform, sample_rate)
+    measured = integrated_loudness(powers)
     if not math.isfinite(measured):
         raise ValueError("`waveform` is silent (below -70 LUFS) or shorter than 0.4 s; its loudness cannot be set.")
+    gain = 1.0
     for _ in range(max(1, iterations)):
-        out = out * (10.0 ** ((target_lufs - measured) / 20.0))
-        measured = measure_loudness(out, sample_rate)
+        gain *= 10.0 ** ((target_lufs - measured) / 20.0)
+        measured = integrated_loudness(powers, gain)
         if abs(measured - target_lufs) < 0.01:
             break
-    return out, measured
+    return waveform * gain, measured
+
+
+@functools.lru_cache(maxsize=16)
+def _decay_envelope(n: int, rt60: float, sample_rate: int) -> torch.Tensor:
+    t = torch.arange(n, dtype=torch.float64) / sample_rate
+    return torch.exp(-3.0 * math.log(10.0) * t / rt60)
 
 
 def synthetic_impulse_response(
@@ -311,8 +387,7 @@ def synthetic_impulse_response(
         raise ValueError(f"`rt60` must be > 0 seconds, got {rt60!r}; use no reverb for a free field.")
     n = max(2, int(round(length_factor * rt60 * sample_rate)))
     generator = torch.Generator().manual_seed(int(seed))
-    t = torch.arange(n, dtype=torch.float64) / sample_rate
-    tail = torch.randn(n, generator=generator, dtype=torch.float64) * torch.exp(-3.0 * math.log(10.0) * t / rt60)
+    tail = torch.randn(n, generator=generator, dtype=torch.float64) * _decay_envelope(n, float(rt60), int(sample_rate))
     tail[0] = 0.0
     tail = tail / tail.pow(2).sum().sqrt() * 10.0 ** (-direct_to_reverb_db / 20.0)
     tail[0] = 1.0
@@ -364,11 +439,16 @@ def apply_reverb(waveform: torch.Tensor, impulse_response: torch.Tensor) -> torc
 
     The transforms are zero-padded to [`fast_fft_length`] of the full convolution's length (so nothing wraps
     around); `torchaudio.functional.fftconvolve` uses the exact length, whose FFT was the slowest part of assembly.
+    They run in `scipy.fft` (pocketfft), 2.5x faster than `torch.fft` on one CPU thread here at these lengths
+    (benchmarks/RESULTS.md).
     """
-    x, h = waveform.to(torch.float32), impulse_response.to(torch.float32)
+    import scipy.fft
+
+    x = waveform.to(torch.float32).numpy()
+    h = impulse_response.to(torch.float32).numpy()
     n = fast_fft_length(x.shape[-1] + h.shape[-1] - 1)
-    wet = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(h, n=n), n=n)
-    return wet[..., : waveform.shape[-1]]
+    wet = scipy.fft.irfft(scipy.fft.rfft(x, n=n) * scipy.fft.rfft(h, n=n), n=n)
+    return torch.from_numpy(np.ascontiguousarray(wet[..., : waveform.shape[-1]]))
 
 
 def fit_to_duration(waveform: torch.Tensor, num_samples: int, fade_samples: int = 0) -> torch.Tensor:
@@ -408,13 +488,19 @@ TRUE_PEAK_OVERSAMPLING = 4
 LOWPASS_WIDTH = 32
 
 
+@functools.lru_cache(maxsize=4)
+def _oversampler(oversampling: int) -> torchaudio.transforms.Resample:
+    """torchaudio's windowed-sinc resampler from 1 to `oversampling` (its kernel built once)."""
+    return torchaudio.transforms.Resample(1, oversampling, lowpass_filter_width=LOWPASS_WIDTH)
+
+
 def _peak_envelope(x: torch.Tensor, oversampling: int) -> torch.Tensor:
     """Per-sample peak over channels; with `oversampling` > 1 the max of the band-limited interpolated points
     between each sample and the next (torchaudio's windowed-sinc resampler), i.e. the true-peak envelope."""
     peak = x.abs().amax(0)
     if oversampling <= 1:
         return peak
-    up = torchaudio.functional.resample(x, 1, oversampling, lowpass_filter_width=LOWPASS_WIDTH)
+    up = _oversampler(oversampling)(x)
     up = up.abs().amax(0)[: oversampling * x.shape[-1]]
     up = torch.nn.functional.pad(up, (0, oversampling * x.shape[-1] - up.shape[-1]))
     return torch.maximum(peak, up.reshape(-1, oversampling).amax(1))
@@ -423,7 +509,11 @@ def _peak_envelope(x: torch.Tensor, oversampling: int) -> torch.Tensor:
 def true_peak(waveform: torch.Tensor, oversampling: int = TRUE_PEAK_OVERSAMPLING) -> float:
     """True peak (linear) of `waveform`: the largest magnitude of the signal oversampled `oversampling` times
     (ITU-R BS.1770-4 Annex 2). In dBTP: `20 * log10(true_peak(x))`."""
-    return float(_peak_envelope(_as_channels(waveform).to(torch.float32), oversampling).max())
+    x = _as_channels(waveform).to(torch.float32)
+    peak = float(x.abs().max())
+    if oversampling <= 1:
+        return peak
+    return max(peak, float(_oversampler(oversampling)(x).abs().max()))
 
 
 def limit_peaks(

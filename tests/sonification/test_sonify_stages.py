@@ -220,3 +220,36 @@ def test_parquet_shards_are_cut_from_uneven_chunks_in_order(tmp_path):
     empty = tmp_path / "empty"
     paths, _, _ = write_parquet_shards(iter([chunk([]), chunk([])]), empty, rows_per_shard=4, sample_rate=SR)
     assert len(paths) == 1 and pq.read_metadata(paths[0]).num_rows == 0
+
+
+def test_assembly_with_a_shared_clip_cache_equals_assembly_without_and_stays_under_its_bound():
+    from diffusers_sonify.sonification.assemble import DryClipCache, assemble_soundscapes
+
+    config = BuilderConfig(sample_rate=SR, duration_s=1.0, seed=3)
+    cells = [{"bytes": wav_bytes(clip(k)), "path": f"c{k}.wav"} for k in range(3)]
+    cells.append({"bytes": b"not audio", "path": "broken.wav"})
+
+    def source(k, prominence):
+        return {"name": f"s{k}", "clip_index": k, "clip_id": f"c{k}", "prominence": prominence, "distance": "near"}
+
+    batch = {  # clips 0 and 1 are used by several rows; clip 3 cannot be decoded
+        "image_id": ["a", "b", "c", "d"],
+        "scene": [{"setting": "indoor", "space": "large"}, {"setting": "outdoor", "space": "open"}] * 2,
+        "sources": [
+            [source(0, 0.9), source(1, 0.3)],
+            [source(1, 0.5), source(3, 0.5)],
+            [source(0, 0.2)],
+            [source(2, 1.0)],
+        ],
+        "skip_reason": [None] * 4,
+    }
+    plain = assemble_soundscapes(batch, audio_corpus=cells, config=config)
+    one_clip = SR * 4  # bytes of one dry clip (1 s of float32): the cache keeps at most two
+    cache = DryClipCache(max_bytes=2 * one_clip)
+    cached = [assemble_soundscapes(batch, audio_corpus=cells, config=config, clips=cache) for _ in range(2)]
+    for out in cached:
+        assert [a["bytes"] for a in out["audio"]] == [a["bytes"] for a in plain["audio"]]
+        assert out["sources"] == plain["sources"] and out["mix_lufs"] == plain["mix_lufs"]
+        assert out["dropped_sources"] == plain["dropped_sources"]
+        assert len(out["dropped_sources"][1]) == 1 and "broken.wav" in out["dropped_sources"][1][0]
+    assert cache.nbytes <= 2 * one_clip and len(cache._clips) == 2

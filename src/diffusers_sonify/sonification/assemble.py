@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import zlib
+from collections import OrderedDict
 
 import numpy as np
 import soundfile as sf
@@ -48,13 +49,23 @@ def encode_flac(waveform: torch.Tensor, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def dry_clip(wave: torch.Tensor, sr: int, config) -> torch.Tensor:
+    """A decoded clip at `config.sample_rate`, mono, looped or trimmed to `config.duration_s` with fades."""
+    num_samples = int(round(config.duration_s * config.sample_rate))
+    x = resample(to_mono(wave), sr, config.sample_rate)
+    return fit_to_duration(x, num_samples, fade_samples=int(config.fade_ms * 1e-3 * config.sample_rate))
+
+
 def render_source(
     wave: torch.Tensor, sr: int, source: dict, rt60: float, config, seed: int
 ) -> tuple[torch.Tensor, float, float]:
     """One source -> `(waveform at config.sample_rate, target_lufs, measured_lufs)`."""
-    num_samples = int(round(config.duration_s * config.sample_rate))
-    x = resample(to_mono(wave), sr, config.sample_rate)
-    x = fit_to_duration(x, num_samples, fade_samples=int(config.fade_ms * 1e-3 * config.sample_rate))
+    return place_source(dry_clip(wave, sr, config), source, rt60, config, seed)
+
+
+def place_source(x: torch.Tensor, source: dict, rt60: float, config, seed: int) -> tuple[torch.Tensor, float, float]:
+    """A [`dry_clip`] in the scene: reverb with the scene's `rt60` (direct-to-reverberant ratio from the source's
+    distance), gain to the target LUFS of its prominence and distance. Returns `(waveform, target, measured)`."""
     if rt60 > 0:
         ir = synthetic_impulse_response(
             rt60, config.sample_rate, seed=seed, direct_to_reverb_db=config.direct_to_reverb_db(source["distance"])
@@ -65,14 +76,58 @@ def render_source(
     return x, target, measured
 
 
-def assemble_soundscapes(batch: dict, rank: int | None = None, *, audio_corpus, config) -> dict:
+# decoded clips kept per assemble shard ([`DryClipCache`]): 512 toy clips (2 s at 16 kHz) or 33 ten-second clips
+# at 48 kHz
+DRY_CLIP_CACHE_BYTES = 64 << 20
+
+
+class DryClipCache:
+    """Dry clips ([`dry_clip`]) by audio-corpus row, the least recently used evicted past `max_bytes`.
+
+    A clip is retrieved for up to `max_clip_uses` rows; with the cache it is decoded and resampled once per
+    assemble shard while it stays in use, not once per row. Clips that fail to decode are not kept (each use
+    reports its own error).
+    """
+
+    def __init__(self, max_bytes: int = DRY_CLIP_CACHE_BYTES):
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._clips: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def get(self, index: int, load) -> torch.Tensor:
+        """The clip of corpus row `index`, from the cache or from `load()` (then kept)."""
+        clip = self._clips.get(index)
+        if clip is not None:
+            self._clips.move_to_end(index)
+            return clip
+        clip = load()
+        self._clips[index] = clip
+        self.nbytes += clip.element_size() * clip.nelement()
+        while self.nbytes > self.max_bytes and len(self._clips) > 1:
+            _, old = self._clips.popitem(last=False)
+            self.nbytes -= old.element_size() * old.nelement()
+        return clip
+
+
+def _load_dry_clip(cell, config) -> torch.Tensor:
+    wave, sr = decode_audio(cell, max_seconds=config.duration_s, arg="audio clip")
+    if wave.shape[-1] < config.min_clip_seconds * sr:
+        raise ValueError(too_short_reason(wave.shape[-1] / sr, config.min_clip_seconds, cell))
+    return dry_clip(wave, sr, config)
+
+
+def assemble_soundscapes(
+    batch: dict, rank: int | None = None, *, audio_corpus, config, clips: DryClipCache | None = None
+) -> dict:
     """Assemble stage (batched): `audio` (FLAC bytes), per-source gains/loudness, `rt60`, mix loudness and peaks,
     and `limiter_lu`: how much the true-peak limiter changed the mix's loudness (0.0 when it did not engage).
 
     Rows already skipped pass through. A source whose clip fails to decode, is silent or shorter than
     `min_clip_seconds` is dropped and listed in `dropped_sources`; a row left with no source is skipped.
-    `image_id` is carried through so the caller can check the join.
+    `image_id` is carried through so the caller can check the join. Pass one `clips` cache for all the batches of
+    a shard to decode each reused clip once.
     """
+    clips = clips if clips is not None else DryClipCache(0)
     n = len(batch["image_id"])
     out = {
         "image_id": list(batch["image_id"]),
@@ -94,28 +149,27 @@ def assemble_soundscapes(batch: dict, rank: int | None = None, *, audio_corpus, 
         seed = row_seed(config.seed, batch["image_id"][i])
         rendered, kept = [], []
         for j, source in enumerate(batch["sources"][i]):
-            cell = audio_corpus[int(source["clip_index"])]
+            index = int(source["clip_index"])
             try:
-                wave, sr = decode_audio(cell, max_seconds=config.duration_s, arg="audio clip")
-                if wave.shape[-1] < config.min_clip_seconds * sr:
-                    raise ValueError(too_short_reason(wave.shape[-1] / sr, config.min_clip_seconds, cell))
-                x, target, measured = render_source(wave, sr, source, rt60, config, seed + 7919 * (j + 1))
+                dry = clips.get(index, lambda: _load_dry_clip(audio_corpus[index], config))
+                x, target, measured = place_source(dry, source, rt60, config, seed + 7919 * (j + 1))
             except (ValueError, FileNotFoundError) as err:
-                out["dropped_sources"][i].append(
-                    f"{source['name']}: clip {source['clip_id']}{source_suffix(cell)}: {err}"[:400]
-                )
+                suffix = source_suffix(audio_corpus[index])
+                out["dropped_sources"][i].append(f"{source['name']}: clip {source['clip_id']}{suffix}: {err}"[:400])
                 continue
             rendered.append(x)
             kept.append({**source, "target_lufs": float(target), "measured_lufs": float(measured)})
         if not rendered:
             out["skip_reason"][i] = "assemble: no source clip could be decoded"
             continue
-        unlimited = mix(rendered)
-        mixed = limit_peaks(
-            unlimited, config.sample_rate, ceiling_dbfs=config.peak_ceiling_dbfs, oversampling=TRUE_PEAK_OVERSAMPLING
-        )
+        mixed = unlimited = mix(rendered)
+        tpeak = true_peak(unlimited)
+        if tpeak > 10.0 ** (config.peak_ceiling_dbfs / 20.0):  # the limiter engages: measure what it left
+            mixed = limit_peaks(
+                unlimited, config.sample_rate, config.peak_ceiling_dbfs, oversampling=TRUE_PEAK_OVERSAMPLING
+            )
+            tpeak = true_peak(mixed)
         peak = float(mixed.abs().max())
-        tpeak = true_peak(mixed)
         out["audio"][i] = {"bytes": encode_flac(mixed, config.sample_rate), "path": None}
         out["sources"][i] = kept
         out["rt60"][i] = float(rt60)

@@ -26,7 +26,7 @@ import torch
 
 from ..audio import torch_threads
 from ..data import load_audio_folder, load_split
-from .assemble import assemble_soundscapes
+from .assemble import DryClipCache, assemble_soundscapes
 from .checks import BuildInputError, remove_stale_tmp, require_folder_with_files, require_model
 from .config import BUILDER_VERSION, DEFAULT_DESCRIBER, BuilderConfig
 from .describe import (
@@ -387,19 +387,23 @@ def retrieve_candidates(
     if search is None:
         search = _searcher(config, bank, len(queries))
     embedder = _cached_embedder(_config_json(config), device)
-    idx, scores = search(embedder.embed_texts(queries))
+    # sound descriptions repeat ("a dog barking" in thousands of rows): embed and search each distinct one once
+    distinct = list(dict.fromkeys(queries))
+    idx, scores = search(embedder.embed_texts(distinct))
+    found = {
+        q: [(valid[int(i)], float(sc)) for i, sc in zip(ids, scs)]
+        for q, ids, scs in zip(distinct, idx.tolist(), scores.tolist())
+    }
     reranker = VLMReranker.from_config(config, device=device) if config.rerank else None
     clip_text = index["clip_text"] if reranker is not None else None
-    k = 0
     for r, srcs in tqdm(rows, desc="Retrieving", disable=reranker is None):
         per_source = []
         for s in srcs:
-            cands = [(valid[int(i)], float(sc)) for i, sc in zip(idx[k].tolist(), scores[k].tolist())]
+            cands = list(found[s["sound"]])
             if reranker is not None:
                 choice = reranker.choose(decode_image(images[r]["image"]), s["name"], [clip_text[c] for c, _ in cands])
                 cands = rerank(cands, choice)
             per_source.append(cands)
-            k += 1
         candidates[r] = per_source
     return candidates
 
@@ -525,13 +529,13 @@ def _assemble_shard(job) -> None:
     table, audio_only, config_json, key, s, folder = job
     config = BuilderConfig(**json.loads(config_json))
     part = table.select(range(s * config.shard_size, min(len(table), (s + 1) * config.shard_size)))
-    with torch_threads(1):  # short clips: BS.1770's IIR filters are several times faster on one thread
+    with torch_threads(1):  # short clips: resampling and small tensor ops are faster on one thread
         out = part.map(
             _assemble_batch,
             batched=True,
             batch_size=8,
             remove_columns=part.column_names,
-            fn_kwargs={"audio_corpus": audio_only, "config_json": config_json},
+            fn_kwargs={"audio_corpus": audio_only, "config_json": config_json, "clips": DryClipCache()},
             new_fingerprint=f"{key}-{s}",
             keep_in_memory=True,
             desc=f"Assembling shard {s}",
@@ -539,10 +543,10 @@ def _assemble_shard(job) -> None:
     save_atomic(out, Path(folder) / f"shard-{s:05d}")
 
 
-def _assemble_batch(batch: dict, *, audio_corpus, config_json: str) -> dict:
+def _assemble_batch(batch: dict, *, audio_corpus, config_json: str, clips: DryClipCache) -> dict:
     config = BuilderConfig(**json.loads(config_json))
     audio_rows = _AudioRows(audio_corpus)
-    return assemble_soundscapes(batch, audio_corpus=audio_rows, config=config)
+    return assemble_soundscapes(batch, audio_corpus=audio_rows, config=config, clips=clips)
 
 
 class _AudioRows:

@@ -17,8 +17,8 @@ from typing import ClassVar, Optional
 from ..config_loading import require_positive
 
 # part of every stage key: bump it when a stage's output or cache layout changes (0.2.0: the retrieve stage is
-# saved in shards)
-BUILDER_VERSION = "0.2.0"
+# saved in shards; 0.3.0: loudness through scipy's K-weighting, reverb through scipy.fft: last-bit changes)
+BUILDER_VERSION = "0.3.0"
 DEFAULT_DESCRIBER = "diffusers_sonify.sonification.describe:VLMDescriber"
 # A small instruction-tuned VLM with a chat template that runs with stock transformers (no remote code).
 DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"
