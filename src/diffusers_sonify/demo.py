@@ -2,9 +2,12 @@
 
 1. generate the two unpaired toy corpora (images with scene metadata; single-source audio clips with labels);
 2. pre-train the toy audio encoder on the audio corpus alone (the toy world's stand-in for a pretrained CLAP);
-3. build the sonified dataset with the real builder program (`dataset_builder/build.py`, toy describer);
-4. train with the real training program (`accelerate launch train_scripts/train.py`);
-5. generate from held-out sounds, measure the images with the scene parser, and write
+3. train the toy VLM (`toyworld/vlm.py`, a small Idefics3) on renders of its own to answer the builder's describe
+   prompt, on one thread while step 2 runs, and score it against the metadata describer on held-out renders;
+4. build the sonified dataset with the real builder program (`dataset_builder/build.py`), the toy VLM as its
+   describer (`VLMDescriber`, loaded by path like a Hub VLM id);
+5. train with the real training program (`accelerate launch train_scripts/train.py`);
+6. generate from held-out sounds, measure the images with the scene parser, and write
    `<output_dir>/report.md` (grids, a loudness-vs-area plot, a metrics table) and `<output_dir>/metrics.json`;
    the field's metrics (FID/KID vs held-out renders with their floor, AIS, IIS, AIC, probes) come from the
    evaluation CLI with the toy world's scorers (`<output_dir>/evaluation/report.md`).
@@ -50,12 +53,12 @@ from .toyworld import (
     parse_scenes,
 )
 from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
-from .toyworld.evaluation import evaluate_parsed, pairing_accuracy
+from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took in the last measured full run (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9);
 # printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "build": 48, "train": 509, "evaluate": 159}
+STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 250, "build": 60, "train": 509, "evaluate": 159}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -68,6 +71,13 @@ BARS = {
     "shape_accuracy": (">=", 0.85),  # single sources: the largest object's shape, colour ignored
     "exactly_one_rate": (">=", 0.85),  # single sources drawn as exactly one object
     "background_noise": ("<=", 0.02),  # std of background pixels, [0, 1] scale (renders: `render_background_noise`)
+}
+# The toy VLM's bars (issue 15), on held-out renders (`toyworld.vlm.evaluate_describer`); runs with `--describer vlm`
+VLM_BARS = {
+    "vlm_valid_json": (">=", 0.99),
+    "vlm_source_f1": (">=", 0.95),
+    "vlm_setting_accuracy": (">=", 0.98),
+    "vlm_prominence_spearman": (">=", 0.8),
 }
 
 
@@ -87,7 +97,13 @@ class DemoSize:
     eval_workers: int = 2  # concurrent generation threads of one torch thread each
     field_scenes: int = 64  # held-out scenes for the field's metrics (FID/KID, AIS, IIS, AIC)
     field_classifier: dict | None = None  # train_toy_classifier arguments; None: its defaults
+    vlm_steps: int = 2400  # toy VLM training (ToyVLMConfig); its renders are its own (image seed: seed + 11)
+    vlm_train_images: int = 4000
+    vlm_eval_images: int = 200  # held-out renders (corpus seed 12) the describers are scored on
 
+
+# enough steps for the quick chain's toy VLM to answer in valid JSON most of the time (its numbers mean nothing)
+QUICK_VLM_STEPS = 150
 
 QUICK = DemoSize(
     num_images=48,
@@ -99,17 +115,111 @@ QUICK = DemoSize(
     sampling_steps=2,
     field_scenes=8,
     field_classifier={"num_train": 300, "num_heldout": 100, "steps": 20},
+    vlm_steps=QUICK_VLM_STEPS,
+    vlm_train_images=400,
+    vlm_eval_images=16,
 )
 
 
-def _run(cmd: list[str], log_path: Path) -> None:
-    """Run a stage program; its output goes to a log file (and the tail to the error when it fails)."""
+def _start(cmd: list[str], log_path: Path) -> subprocess.Popen:
+    """Start a stage program; its output goes to a log file."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _wait(proc: subprocess.Popen, cmd: list[str], log_path: Path) -> None:
+    """Wait for a stage program; the tail of its log goes into the error when it fails."""
+    proc.wait()
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
+
+
+def _run(cmd: list[str], log_path: Path) -> None:
+    """Run a stage program to the end (see [`_start`], [`_wait`])."""
+    _wait(_start(cmd, log_path), cmd, log_path)
+
+
+def vlm_command(out_dir: Path, size: DemoSize, seed: int) -> list[str]:
+    """The toy VLM's training program: one torch thread (its fastest on this box, RECIPE.md), no evaluation."""
+    return [
+        sys.executable,
+        "-m",
+        "diffusers_sonify.toyworld.vlm",
+        "--output_dir",
+        str(out_dir),
+        "--threads",
+        "1",
+        "--eval_images",
+        "0",
+        "--steps",
+        str(size.vlm_steps),
+        "--train_images",
+        str(size.vlm_train_images),
+        "--seed",
+        str(seed),
+        "--image_seed",
+        str(seed + 11),
+    ]
+
+
+def score_describers(vlm_dir: Path, num_images: int) -> dict:
+    """The toy VLM and the metadata describer on the same held-out renders (`toyworld.vlm.evaluate_describer`),
+    flat keys for metrics.json: `vlm_*` and `metadata_describer_*`."""
+    from .sonification.config import default_prompt_file
+    from .sonification.describe import VLMDescriber
+    from .toyworld.describer import ToySceneDescriber
+    from .toyworld.vlm import evaluate_describer, held_out_rows
+
+    rows = held_out_rows(num_images)
+    vlm = VLMDescriber(str(vlm_dir), default_prompt_file(), max_new_tokens=VLM_MAX_NEW_TOKENS, batch_size=16)
+    flat = {"describer_eval_images": num_images}
+    for prefix, describer in (("vlm", vlm), ("metadata_describer", ToySceneDescriber())):
+        scores = evaluate_describer(describer, rows)
+        flat.update({f"{prefix}_{DESCRIBER_KEYS.get(k, k)}": v for k, v in scores.items() if k != "rows"})
+    return flat
+
+
+# evaluate_describer's keys -> the demo's metric names (`vlm_source_f1`, ...)
+DESCRIBER_KEYS = {"precision": "source_precision", "recall": "source_recall", "f1": "source_f1"}
+# an answer of the toy VLM is about 24 tokens per scene (3 sources at most: under 60); a stuck one stops here
+VLM_MAX_NEW_TOKENS = 96
+
+
+def describer_section(metrics: dict) -> str:
+    """The describer table of the report: the toy VLM beside the metadata describer on the same held-out renders,
+    and the pairing accuracy of the dataset the VLM described."""
+    columns = [
+        ("valid JSON", "valid_json"),
+        ("source F1", "source_f1"),
+        ("precision", "source_precision"),
+        ("recall", "source_recall"),
+        ("prominence Spearman vs area", "prominence_spearman"),
+        ("setting", "setting_accuracy"),
+        ("space", "space_accuracy"),
+    ]
+    head = "| describer | " + " | ".join(c for c, _ in columns) + " |\n|---|" + "---|" * len(columns) + "\n"
+    rows = "".join(
+        f"| {title} | " + " | ".join(f"{metrics[f'{prefix}_{key}']:.3f}" for _, key in columns) + " |\n"
+        for title, prefix in (("toy VLM (trained here)", "vlm"), ("scene metadata (reference)", "metadata_describer"))
+    )
+    bars = "\n".join(
+        f"| {k} | {metrics[k]:.3f} | {op} {bar} | {'met' if metrics['bars_met'][k] else 'NOT met'} |"
+        for k, (op, bar) in VLM_BARS.items()
+    )
+    return (
+        "### The describer: a VLM trained here, in the loop\n\n"
+        f"The toy VLM (a {metrics['vlm_params'] / 1e6:.2f} M-parameter Idefics3, SmolVLM's family, trained for "
+        f"{metrics['vlm_training_seconds']:.0f} s on renders of its own) described every image of the training "
+        "corpus through the builder's `VLMDescriber`: the describe prompt, batched generation, JSON parsing. Scored "
+        f"on {metrics['describer_eval_images']} held-out renders against their scene metadata, beside the metadata "
+        "describer. The dataset it described paired "
+        f"{metrics['pairing_accuracy']:.3f} of its sound sources with a clip of a pictured class.\n\n"
+        + head
+        + rows
+        + f"\n| metric | value | bar | |\n|---|---|---|---|\n{bars}\n"
+    )
 
 
 def _decode_clips(audio_corpus) -> dict[str, list[np.ndarray]]:
@@ -133,13 +243,12 @@ def _grid(images: list[PIL.Image.Image], cols: int, scale: int = 3) -> PIL.Image
     return grid.resize((grid.width * scale, grid.height * scale), PIL.Image.NEAREST)
 
 
-def _pictured_and_retrieved(sonified, audio_corpus) -> tuple[list[list[str]], list[list[str]]]:
-    class_of_name = {name: c.name for c in CLASSES for name in c.image_names}
+def _pictured_and_retrieved(sonified, audio_corpus) -> tuple[list[set[str]], list[list[str]]]:
+    """Per built row: the classes its image shows (scene metadata, carried by the builder) and the class of each
+    retrieved clip (the audio corpus's own tag, used only here)."""
     category = dict(zip(audio_corpus["clip_id"], audio_corpus["category"]))
-    pictured, retrieved = [], []
-    for sources in sonified["sources"]:
-        pictured.append([class_of_name[s["name"]] for s in sources])
-        retrieved.append([category[s["clip_id"]] for s in sources])
+    pictured = [{o["class"] for o in objects} for objects in sonified["objects"]]
+    retrieved = [[category[s["clip_id"]] for s in sources] for sources in sonified["sources"]]
     return pictured, retrieved
 
 
@@ -209,7 +318,8 @@ def _loudness_plot(sounds, parsed, path: Path) -> None:
 
 
 def _bar_verdicts(metrics: dict) -> dict[str, bool]:
-    return {k: (metrics[k] >= v if op == ">=" else metrics[k] <= v) for k, (op, v) in BARS.items() if k in metrics}
+    bars = {**BARS, **VLM_BARS}
+    return {k: (metrics[k] >= v if op == ">=" else metrics[k] <= v) for k, (op, v) in bars.items() if k in metrics}
 
 
 def _field_section(metrics: dict) -> str:
@@ -266,7 +376,8 @@ def write_report(
     note = "\n**Quick mode: tiny data and 2 training steps; these numbers mean nothing.**\n" if quick else ""
     (out / "report.md").write_text(
         "# diffusers-sonify toy-world demo\n" + note + "\n"
-        "Two unpaired corpora were generated, paired by the sonification builder (toy describer -> MiniLM "
+        "Two unpaired corpora were generated, paired by the sonification builder (a toy VLM trained here "
+        "describes each image -> MiniLM "
         "retrieval -> LUFS from prominence, reverb from the scene, mixing), and an `AudioToImagePipeline` was "
         "trained on the result. Every image below was generated from a held-out sound the model never heard and "
         "measured by the scene parser.\n\n"
@@ -425,6 +536,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny everything, for tests")
     parser.add_argument(
+        "--describer",
+        choices=["metadata", "vlm"],
+        default="metadata",
+        help="who describes the images for the builder: the scene metadata (the recorded run), or the toy VLM "
+        "trained in the chain (issue 15; its training adds minutes, RECIPE.md)",
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         nargs="+",
@@ -435,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _quiet_library_progress()
     if args.seeds is not None:
-        return run_seeds(args.seeds, Path(args.output_dir), args.quick)
+        return run_seeds(args.seeds, Path(args.output_dir), args.quick, args.describer)
     return run_demo(args)
 
 
@@ -461,11 +579,12 @@ def summarize_seeds(per_seed: dict[int, dict]) -> dict:
             "max": float(np.max(values)),
             "per_seed": dict(zip(map(str, per_seed), values)),
         }
-    bars_met = {k: sum(bool(m.get("bars_met", {}).get(k)) for m in per_seed.values()) for k in BARS}
+    bars = [k for k in {**BARS, **VLM_BARS} if k in summary or k in BARS]
+    bars_met = {k: sum(bool(m.get("bars_met", {}).get(k)) for m in per_seed.values()) for k in bars}
     return {"seeds": list(per_seed), "metrics": summary, "bars_met_on_seeds": bars_met}
 
 
-def run_seeds(seeds: list[int], output_dir: Path, quick: bool) -> dict:
+def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = "metadata") -> dict:
     """`--seeds`: the whole chain once per seed (separate folders), then `seeds.json` / `seeds.md` in `output_dir`."""
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"`--seeds` has repeated values {seeds}; pass distinct seeds.")
@@ -473,14 +592,16 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool) -> dict:
     per_seed = {}
     for seed in seeds:
         logger.info("[demo] seed %d of %s", seed, seeds)
-        argv = ["--output_dir", str(output_dir / f"seed_{seed}"), "--seed", str(seed)] + (["--quick"] if quick else [])
+        argv = ["--output_dir", str(output_dir / f"seed_{seed}"), "--seed", str(seed), "--describer", describer]
+        argv += ["--quick"] if quick else []
         per_seed[seed] = main(argv)
     summary = summarize_seeds(per_seed)
     (output_dir / "seeds.json").write_text(json.dumps(summary, indent=2))
     rows = []
     for key, stats in summary["metrics"].items():
-        bar = f"{BARS[key][0]} {BARS[key][1]}" if key in BARS else ""
-        met = f"{summary['bars_met_on_seeds'][key]}/{len(seeds)}" if key in BARS else ""
+        op_bar = {**BARS, **VLM_BARS}.get(key)
+        bar = f"{op_bar[0]} {op_bar[1]}" if op_bar else ""
+        met = f"{summary['bars_met_on_seeds'][key]}/{len(seeds)}" if op_bar else ""
         rows.append(f"| {key} | {stats['min']:.3f} | {stats['median']:.3f} | {stats['max']:.3f} | {bar} | {met} |")
     note = "\n**Quick mode: these numbers mean nothing.**\n" if quick else ""
     (output_dir / "seeds.md").write_text(
@@ -506,7 +627,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     def begin(name: str) -> float:
         if not args.quick:
             eta = STAGE_ETA[name]
-            logger.info("[demo] %d/5 %s: about %d s on the measured 2-core box", len(stages) + 1, name, eta)
+            total = len(STAGE_ETA) - (args.describer != "vlm")
+            logger.info("[demo] %d/%d %s: about %d s on the measured 2-core box", len(stages) + 1, total, name, eta)
         return time.time()
 
     def stage(name: str, t0: float) -> None:
@@ -523,22 +645,42 @@ def run_demo(args: argparse.Namespace) -> dict:
         ds.save_to_disk(str(corpora / name))
     stage("corpora", t0)
 
-    # 2. Audio encoder, pre-trained on the audio corpus alone, then frozen
+    # 2. Audio encoder, pre-trained on the audio corpus alone, then frozen; the toy VLM trains meanwhile (3.), each
+    # on one of the two cores
+    use_vlm = args.describer == "vlm"
+    vlm_dir, vlm_cmd = out / "toy_vlm", vlm_command(out / "toy_vlm", size, args.seed)
+    vlm_started = time.time()
+    vlm_proc = _start(vlm_cmd, out / "vlm.log") if use_vlm else None
     t0 = begin("audio_encoder")
     encoder, feature_extractor = toy_audio_encoder(args.seed)
-    losses = pretrain_audio_encoder(
-        encoder,
-        feature_extractor,
-        _decode_clips(audio_ds),
-        num_mixtures=size.encoder_mixtures,
-        steps=size.encoder_steps,
-        seed=args.seed,
-    )
+    with torch_threads(1) if use_vlm else contextlib.nullcontext():
+        losses = pretrain_audio_encoder(
+            encoder,
+            feature_extractor,
+            _decode_clips(audio_ds),
+            num_mixtures=size.encoder_mixtures,
+            steps=size.encoder_steps,
+            seed=args.seed,
+        )
     encoder.save_pretrained(out / "audio_encoder")
     feature_extractor.save_pretrained(out / "audio_encoder")
     stage("audio_encoder", t0)
 
-    # 3. Sonified dataset, with the builder program
+    # 3. The toy VLM: wait for its training, then score it and the metadata describer on held-out renders
+    describer_metrics, describer_args = {}, []
+    if use_vlm:
+        t0 = begin("vlm")
+        _wait(vlm_proc, vlm_cmd, out / "vlm.log")
+        record = json.loads((vlm_dir / "toy_vlm_training.json").read_text())
+        describer_metrics = {"vlm_params": record["params"], "vlm_training_seconds": record["train_seconds"]}
+        describer_metrics["vlm_seconds_from_start"] = round(time.time() - vlm_started, 1)
+        describer_metrics.update(score_describers(vlm_dir, size.vlm_eval_images))
+        stage("vlm", t0)
+        describer_args = ["--describer", "diffusers_sonify.sonification.describe:VLMDescriber"]
+        describer_args += ["--vlm_model", str(vlm_dir), "--max_new_tokens", str(VLM_MAX_NEW_TOKENS)]
+        describer_args += ["--describe_batch_size", "16", "--torch_dtype", "float32"]
+
+    # 4. Sonified dataset, with the builder program (and the toy VLM as its describer)
     t0 = begin("build")
     sonified_dir = out / "sonified"
     _run(
@@ -553,12 +695,13 @@ def run_demo(args: argparse.Namespace) -> dict:
             str(corpora / "audio"),
             "--output_dir",
             str(sonified_dir),
+            *describer_args,
         ],
         out / "build.log",
     )
     stage("build", t0)
 
-    # 4. Training, with the training program
+    # 5. Training, with the training program
     t0 = begin("train")
     model_dir = out / "model"
     train_cmd = [
@@ -593,7 +736,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     _run(train_cmd, out / "train.log")
     stage("train", t0)
 
-    # 5. Evaluation on held-out sounds
+    # 6. Evaluation on held-out sounds
     t0 = begin("evaluate")
     pipe = AudioToImagePipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
@@ -616,8 +759,9 @@ def run_demo(args: argparse.Namespace) -> dict:
     built_rows = json.loads((sonified_dir / "build_report.json").read_text())["num_rows"]
     if len(sonified) != built_rows:
         raise RuntimeError(f"{sonified_dir} loaded {len(sonified)} rows but the builder wrote {built_rows}.")
-    metrics["pairing_accuracy"] = pairing_accuracy(*_pictured_and_retrieved(sonified, audio_ds))
+    metrics["pairing_accuracy"] = retrieved_in_picture(*_pictured_and_retrieved(sonified, audio_ds))
     metrics["num_training_pairs"] = len(sonified)
+    metrics.update(describer_metrics)
     metrics["encoder_pretraining_losses"] = losses
     metrics.update(_field_metrics(out, model_dir, images_ds, size, args.seed))
     side_metrics, side_lines = renders_vs_generations(out)
@@ -630,7 +774,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     metrics["quick"] = args.quick
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_report(out, metrics, sounds, images, parsed, args.quick, (side_lines,))
+    sections = ((describer_section(metrics),) if use_vlm else ()) + (side_lines,)
+    write_report(out, metrics, sounds, images, parsed, args.quick, sections)
     examples = write_example_sounds(out / "examples", seed=args.seed)
     with open(out / "report.md", "a") as report:
         report.write(edit_lines)

@@ -212,13 +212,19 @@ def stable_diffusion_pipeline(components: dict) -> StableDiffusionPipeline:
 
 
 def tiny_byte_tokenizer(
-    specials: list[str], extra_special_tokens: dict | None = None, train_texts=None, vocab_size=512
+    specials: list[str],
+    extra_special_tokens: dict | None = None,
+    train_texts=None,
+    vocab_size=512,
+    max_token_length: int | None = None,
 ):
     """A byte-level BPE `PreTrainedTokenizerFast` with `<unk> <s> </s> <pad>` then `specials` first, built with the
     `tokenizers` library, no download. Without `train_texts` it has all 256 byte characters and no merges (every
     byte a token); with them, BPE merges are learned on those texts up to `vocab_size`, so texts like them take
-    about as many tokens as with a real model's tokenizer (a few characters per token)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    about as many tokens as with a real model's tokenizer (a few characters per token). With `max_token_length`
+    merges may cross spaces and punctuation (SentencePiece-style) up to tokens of that many characters, digits
+    always standing alone: a text repeated in `train_texts` (a fixed prompt) takes a fraction of the tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     base = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -228,6 +234,13 @@ def tiny_byte_tokenizer(
     else:
         backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if max_token_length is not None:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex("[0-9]"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     backend.decoder = decoders.ByteLevel()
     if train_texts is not None:
         trainer = trainers.BpeTrainer(
@@ -235,6 +248,7 @@ def tiny_byte_tokenizer(
             special_tokens=base + specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
+            max_token_length=max_token_length,
         )
         backend.train_from_iterator(list(train_texts), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
@@ -266,16 +280,18 @@ def tiny_idefics3(
     patch_size: int = 8,
     tokenizer_texts=None,
     vocab_size: int = 2048,
+    max_token_length: int | None = None,
+    scale_factor: int = 2,
 ) -> tuple:
     """A randomly initialised `Idefics3ForConditionalGeneration` (the default VLM's family: SmolVLM) and its
     `Idefics3Processor`, at toy width, from the real classes with no download.
 
     The processor's tokenizer is byte-level with Idefics3's special tokens: every byte a token, or BPE merges learned
     on `tokenizer_texts` ([`tiny_byte_tokenizer`]; e.g. the describe prompt and answers like the expected ones, so
-    prompt and answer lengths in tokens are close to SmolVLM's). Images are resized to `image_size` without
-    splitting, so each image is `(image_size / patch_size) ** 2 / 4` image tokens after the pixel-shuffle connector
-    (scale factor 2; SmolVLM has 64 per image: `image_size=64, patch_size=4`). The tokenizer pads on the left, as
-    batched generation needs.
+    prompt and answer lengths in tokens are close to SmolVLM's; `max_token_length` lets merges cross words). Images
+    are resized to `image_size` without splitting, so each image is `(image_size / patch_size / scale_factor) ** 2`
+    image tokens after the pixel-shuffle connector (`image_size=64, patch_size=4` at the default scale factor 2
+    gives SmolVLM's 64 per image). The tokenizer pads on the left, as batched generation needs.
     With `path`, both are saved there (loadable by `AutoProcessor` / `AutoModelForImageTextToText`).
 
     Returns:
@@ -290,11 +306,14 @@ def tiny_idefics3(
         LlamaConfig,
     )
 
-    scale_factor = 2
     grid = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
     specials = ["<|im_start|>", "<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *grid]
     tokenizer = tiny_byte_tokenizer(
-        specials, {"image_token": "<image>"}, train_texts=tokenizer_texts, vocab_size=vocab_size
+        specials,
+        {"image_token": "<image>"},
+        train_texts=tokenizer_texts,
+        vocab_size=vocab_size,
+        max_token_length=max_token_length,
     )
     tokenizer.padding_side = "left"
     image_processor = Idefics3ImageProcessor(

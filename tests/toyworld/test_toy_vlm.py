@@ -31,6 +31,30 @@ def test_the_training_answer_is_what_the_builder_parses():
     assert parsed["scene"] == [{"setting": "indoor", "space": "large"}]
 
 
+def test_toy_vlm_tokenizer_shortens_the_fixed_prompt_and_keeps_every_digit_a_token():
+    from diffusers_sonify.sonification.describe import image_prompt, read_prompt
+    from diffusers_sonify.toyworld.vlm import build_toy_vlm
+
+    prompt = read_prompt(default_prompt_file())[0]
+    rows = held_out_rows(300)
+    answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
+    lengths = {}
+    for max_token_length in (0, 16):
+        config = ToyVLMConfig(hidden_size=32, num_hidden_layers=1, max_token_length=max_token_length)
+        processor, _ = build_toy_vlm(config, prompt, answers[:200])
+        tokenizer = processor.tokenizer
+        text = image_prompt(processor, prompt)
+        lengths[max_token_length] = len(processor(images=[[rows[0]["image"]]], text=[text])["input_ids"][0])
+        for answer in answers[200:]:  # answers it was not built on round-trip; merged: digits one token each
+            ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            assert tokenizer.decode(ids) == answer
+            tokens = [tokenizer.decode([i]) for i in ids]
+            if max_token_length:
+                assert all(len(t) == 1 for t in tokens if any(c.isdigit() for c in t))
+                assert max(len(t) for t in tokens) <= max_token_length
+    assert lengths[16] < 0.5 * lengths[0]
+
+
 class _OneRowLate(ToySceneDescriber):
     """The metadata describer answering for the previous row: right schema, wrong scenes."""
 

@@ -16,7 +16,12 @@ from diffusers_sonify.toyworld import (
     pairing_accuracy,
     reverb_background_accuracy,
 )
-from diffusers_sonify.toyworld.evaluation import background_noise, exactly_one_rate, shape_accuracy
+from diffusers_sonify.toyworld.evaluation import (
+    background_noise,
+    exactly_one_rate,
+    retrieved_in_picture,
+    shape_accuracy,
+)
 from diffusers_sonify.toyworld.parser import ParsedObject
 from diffusers_sonify.toyworld.render import SHAPE_NAMES
 from diffusers_sonify.toyworld.sonify import (
@@ -122,6 +127,9 @@ def test_metrics_on_known_parses():
     assert interpolation_inversions([0.0, 0.2, 0.1, 0.5, 1.0]) == 1
     assert interpolation_inversions([[0.0, 0.4, 1.0], [0.0, 0.2, 0.9]]) == 0
     assert pairing_accuracy([["bell", "drum"], ["bird"]], [["bell", "rain"], ["bird"]]) == pytest.approx(2 / 3)
+    # a describer that named a siren in a picture of a bell and a drum: its clip is not pictured, in any order
+    assert retrieved_in_picture([{"bell", "drum"}, {"bird"}], [["drum", "siren"], ["bird"]]) == pytest.approx(2 / 3)
+    assert retrieved_in_picture([{"bell"}], [["bell", "bell"]]) == 1.0
     # shape ignores colour: a bell-coloured square counts as a drum's shape
     square_bell = ParsedScene({"bell": 50}, ["bell"], objects=[ParsedObject("bell", 50, 9.0, 9.0, "square", 0.8)])
     assert shape_accuracy([square_bell, _parsed({"bird": 30})], ["drum", "bird"]) == 1.0

@@ -202,6 +202,23 @@ def pairing_accuracy(pictured_classes: list[list[str]], retrieved_classes: list[
     return hits / total
 
 
+def retrieved_in_picture(pictured_classes: list[set[str]], retrieved_classes: list[list[str]]) -> float:
+    """Fraction of built sound sources whose retrieved clip's class is pictured in the row's image: the pairing
+    accuracy of a describer that may name objects wrongly (a VLM), where [`pairing_accuracy`] assumes every named
+    object is the pictured one.
+
+    Args:
+        pictured_classes: per dataset row, the classes of the objects in its image (scene metadata).
+        retrieved_classes: per row, the audio-corpus `category` of the clip retrieved for each source.
+    """
+    _same_length(pictured_classes, retrieved_classes)
+    hits = sum(c in set(pictured) for pictured, row in zip(pictured_classes, retrieved_classes) for c in row)
+    total = sum(len(row) for row in retrieved_classes)
+    if total == 0:
+        raise ValueError("No sound sources to score: `retrieved_classes` is empty.")
+    return hits / total
+
+
 def evaluate_parsed(sounds: list[EvalSound], parsed: list[ParsedScene]) -> dict:
     """All generation metrics for `make_eval_sounds` outputs and the parsed images generated from them."""
     _same_length(sounds, parsed)

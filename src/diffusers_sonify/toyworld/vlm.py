@@ -50,6 +50,11 @@ class ToyVLMConfig:
     hidden_size: int = 128
     num_hidden_layers: int = 3
     vocab_size: int = 1024
+    # tokens may span words up to this many characters: the fixed prompt is 95 tokens instead of 313, an answer
+    # about 24 instead of 69, and a training step costs about a third (toyworld/RECIPE.md); 0: merges within words
+    max_token_length: int = 16
+    # image tokens per render: (32 / 4 / scale_factor) ** 2 after Idefics3's pixel-shuffle connector
+    scale_factor: int = 2
     train_images: int = 4000
     steps: int = 2400
     batch_size: int = 16
@@ -60,8 +65,9 @@ class ToyVLMConfig:
 
 
 def build_toy_vlm(config: ToyVLMConfig, prompt: str, answers: list[str]):
-    """`(processor, model)`: a random Idefics3 at `config`'s width for 32x32 renders (16 image tokens each), with a
-    BPE tokenizer learned on the prompt and `answers` ([`~diffusers_sonify.tiny.tiny_idefics3`])."""
+    """`(processor, model)`: a random Idefics3 at `config`'s width for 32x32 renders (`(8 / scale_factor) ** 2` image
+    tokens each), with a BPE tokenizer learned on the prompt and `answers` ([`~diffusers_sonify.tiny.tiny_idefics3`]);
+    the prompt is weighted as often as the answers, as a fixed prompt is in a model's training text."""
     from ..tiny import tiny_idefics3
 
     return tiny_idefics3(
@@ -71,8 +77,10 @@ def build_toy_vlm(config: ToyVLMConfig, prompt: str, answers: list[str]):
         num_hidden_layers=config.num_hidden_layers,
         image_size=32,
         patch_size=4,
-        tokenizer_texts=[prompt, *answers],
+        tokenizer_texts=[prompt] * max(1, len(answers) // 10) + list(answers),
         vocab_size=config.vocab_size,
+        max_token_length=config.max_token_length or None,
+        scale_factor=config.scale_factor,
     )
 
 
@@ -220,6 +228,7 @@ def builder_pairing(vlm_dir: str | None, work_dir: str, num_images: int = 200, c
     from ..sonification.builder import build_sonified_dataset
     from ..sonification.config import BuilderConfig
     from .corpora import make_audio_corpus, make_image_corpus
+    from .evaluation import retrieved_in_picture
 
     work = Path(work_dir)
     images = make_image_corpus(num_images, seed=12)  # the held-out renders of `held_out_rows`
@@ -238,17 +247,16 @@ def builder_pairing(vlm_dir: str | None, work_dir: str, num_images: int = 200, c
         r["image_id"]: {o["class"] for o in r["objects"]} for r in images.select_columns(["image_id", "objects"])
     }
     category = dict(zip(audio["clip_id"], audio["category"]))
-    hits = total = 0
-    for image_id, sources in zip(built["image_id"], built["sources"]):
-        for source in sources:
-            total += 1
-            hits += category[source["clip_id"]] in pictured[image_id]
+    retrieved = [[category[s["clip_id"]] for s in sources] for sources in built["sources"]]
+    total = sum(map(len, retrieved))
     return {
         "images": num_images,
         "rows": report.num_rows,
         "skipped": report.num_skipped,
         "sources": total,
-        "pairing_accuracy": hits / total if total else float("nan"),
+        "pairing_accuracy": retrieved_in_picture([pictured[i] for i in built["image_id"]], retrieved)
+        if total
+        else float("nan"),
     }
 
 
@@ -261,13 +269,15 @@ def main(argv=None) -> dict:
     p.add_argument("--output_dir", required=True)
     for name, value in asdict(ToyVLMConfig()).items():
         p.add_argument(f"--{name}", type=type(value), default=value)
-    p.add_argument("--eval_images", type=int, default=200)
+    p.add_argument("--eval_images", type=int, default=200, help="held-out renders to score it on; 0: train only")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = vars(p.parse_args(argv))
     output_dir, eval_images, threads = args.pop("output_dir"), args.pop("eval_images"), args.pop("threads")
     if threads:
         torch.set_num_threads(threads)
     record = train_toy_vlm(ToyVLMConfig(**args), output_dir)
+    if not eval_images:
+        return record
     load_vlm.cache_clear()
     rows = held_out_rows(eval_images)
     vlm = VLMDescriber(output_dir, default_prompt_file(), max_new_tokens=160, batch_size=16)
