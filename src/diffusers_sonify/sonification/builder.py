@@ -364,12 +364,21 @@ def _count_queries(described) -> int:
 
 
 def retrieve_candidates(
-    config: BuilderConfig, described, index, device: str = "cpu", images=None, search=None, valid=None
+    config: BuilderConfig,
+    described,
+    index,
+    device: str = "cpu",
+    images=None,
+    search=None,
+    valid=None,
+    reranker=None,
+    clip_text=None,
 ):
     """Top-k candidates for every source of every unskipped row of `described`; optional VLM re-ranking.
 
-    `search` ([`TopKSearch`]) and `valid` (its bank's corpus rows) are built from `index` when not given; the
-    retrieve stage passes them to search the dataset in chunks with one index.
+    `search` ([`TopKSearch`]) and `valid` (its bank's corpus rows) are built from `index` when not given, and with
+    `config.rerank` so are `reranker` and `clip_text` (the index's texts); the retrieve stage passes all four to
+    search the dataset in chunks with one index, one reranker and one read of the texts.
     """
     from tqdm.auto import tqdm
 
@@ -394,8 +403,10 @@ def retrieve_candidates(
         q: [(valid[int(i)], float(sc)) for i, sc in zip(ids, scs)]
         for q, ids, scs in zip(distinct, idx.tolist(), scores.tolist())
     }
-    reranker = VLMReranker.from_config(config, device=device) if config.rerank else None
-    clip_text = index["clip_text"] if reranker is not None else None
+    if config.rerank and reranker is None:
+        reranker = VLMReranker.from_config(config, device=device)
+    if reranker is not None and clip_text is None:
+        clip_text = index["clip_text"]
     for r, srcs in tqdm(rows, desc="Retrieving", disable=reranker is None):
         per_source = []
         for s in srcs:
@@ -428,6 +439,7 @@ def run_retrieve(
     search = _searcher(config, bank, _count_queries(described))
     clip_ids = [str(c) for c in audio[config.audio_id_column]] if config.audio_id_column else None
     clip_text = index["clip_text"]
+    reranker = VLMReranker.from_config(config, device=device) if config.rerank else None
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -437,7 +449,9 @@ def run_retrieve(
         rows = range(start, min(len(described), start + RETRIEVE_CHUNK_ROWS))
         chunk = described.select(rows).select_columns(["image_id", "sound_sources", "skip_reason"])
         chunk_images = images.select(rows) if images is not None and config.rerank else None
-        candidates = retrieve_candidates(config, chunk, index, device, chunk_images, search=search, valid=valid)
+        candidates = retrieve_candidates(
+            config, chunk, index, device, chunk_images, search, valid, reranker=reranker, clip_text=clip_text
+        )
         choices, _ = assign_clips(candidates, config.min_score, config.max_clip_uses, uses=uses)
         out = _retrieved_rows(config, chunk, candidates, choices, clip_ids, clip_text)
         save_atomic(out, tmp / f"shard-{part:05d}")
