@@ -247,3 +247,20 @@ def test_recorded_full_demo_run_is_complete_and_honest():
 def test_recorded_full_demo_run_meets_the_issue15_bars():
     missed = {k: _RECORDED[k] for k, (op, bar) in BARS.items() if not _RECORDED["bars_met"][k]}
     assert not missed, f"the recorded run misses bars: {missed}"
+
+
+def test_recorded_vlm_chain_run_is_complete_and_honest():
+    """docs/demo_vlm/: a full `--describer vlm` run (RECIPE.md d12); its report's verdicts follow the bars."""
+    folder = REPO / "docs" / "demo_vlm"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= set(metrics) and metrics["quick"] is False and metrics["num_eval_images"] >= 200
+    assert "vlm" in metrics["stage_seconds"] and metrics["describer_eval_images"] >= 200
+    assert metrics["num_training_pairs"] == demo.DemoSize().num_images
+    report = (folder / "report.md").read_text()
+    assert "### The describer: a VLM trained here, in the loop" in report
+    for key, (op, bar) in {**BARS, **VLM_BARS}.items():
+        met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
+        assert metrics["bars_met"][key] == met, key
+        assert f"| {key} | {metrics[key]:.3f} |" in report
+    for name in re.findall(r"\]\(([^)]+\.png)\)", report):
+        assert (folder / name).is_file(), name

@@ -56,9 +56,9 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took in the last measured full run (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9);
-# printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 250, "build": 60, "train": 509, "evaluate": 159}
+# Seconds each stage took in the last measured full runs (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9; the
+# VLM stage from d12, `--describer vlm`); printed as the ETA of each stage.
+STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 574, "build": 48, "train": 509, "evaluate": 159}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
