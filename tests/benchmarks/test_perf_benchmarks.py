@@ -52,7 +52,7 @@ def test_builder_scale_benchmark_quick_reports_every_goal(tmp_path):
     assert [r.split("=")[0].strip() for r in ratios] == [
         "ratio: peak RSS at 120 / at 40 images",
         "ratio: assembly real-time factor (one thread)",
-        "ratio: non-VLM stages / describe at the tiny VLM's speed",
+        "ratio: non-VLM stages / describe at the tiny random VLM's speed",
         "ratio: describe 2 processes / 1 process",
     ]
     assert (tmp_path / "scale.json").is_file()
