@@ -55,6 +55,7 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     # the real builder paired the unpaired corpora: MiniLM retrieval found the pictured class for every source
     assert saved["pairing_accuracy"] == 1.0 and saved["num_training_pairs"] == 48
     report = (tmp_path / "report.md").read_text()
+    assert "(toy describer -> MiniLM" in report and "### The describer" not in report  # no VLM in this chain
     pictures = re.findall(r"\]\(([^)]+\.png)\)", report)
     assert {"grid_single.png", "grid_mixture.png", "grid_sweep.png", "loudness_vs_area.png"} <= set(pictures)
     assert "grid_edits.png" in pictures and EDIT_BARS.keys() <= saved["edit_bars_met"].keys()
@@ -148,6 +149,7 @@ def test_quick_demo_with_the_toy_vlm_trains_it_and_builds_with_it(tmp_path):
         assert 0.0 <= metrics[f"vlm_{key}"] <= 1.0 or key == "prominence_spearman", key
     report = (tmp_path / "report.md").read_text()
     assert "### The describer: a VLM trained here, in the loop" in report
+    assert "(a toy VLM trained here describes each image -> MiniLM" in report
     for key, (op, bar) in VLM_BARS.items():
         met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
         assert metrics["bars_met"][key] == met

@@ -236,9 +236,8 @@ def _as_channels(waveform: torch.Tensor) -> torch.Tensor:
 def torch_threads(num_threads: int):
     """Run a block on `num_threads` torch intra-op threads, restoring the previous count afterwards.
 
-    Short clips are the use: the true-peak resampler and small tensor ops of a 2 s clip cost more in thread
-    hand-off on two threads than they gain (toyworld/RECIPE.md measured 5.5 ms vs 41 ms per clip on the 2-core box
-    for torchaudio's loudness filters, which this module no longer uses).
+    The uses: one thread per worker process or thread where several run side by side (assembly shards, concurrent
+    generation), so they do not oversubscribe the cores.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(num_threads)

@@ -2,10 +2,11 @@
 
 1. generate the two unpaired toy corpora (images with scene metadata; single-source audio clips with labels);
 2. pre-train the toy audio encoder on the audio corpus alone (the toy world's stand-in for a pretrained CLAP);
-3. train the toy VLM (`toyworld/vlm.py`, a small Idefics3) on renders of its own to answer the builder's describe
-   prompt, on one thread while step 2 runs, and score it against the metadata describer on held-out renders;
-4. build the sonified dataset with the real builder program (`dataset_builder/build.py`), the toy VLM as its
-   describer (`VLMDescriber`, loaded by path like a Hub VLM id);
+3. with `--describer vlm` only: train the toy VLM (`toyworld/vlm.py`, a small Idefics3) on renders of its own to
+   answer the builder's describe prompt, on one thread while step 2 runs, and score it against the metadata
+   describer on held-out renders;
+4. build the sonified dataset with the real builder program (`dataset_builder/build.py`); its describer reads the
+   scene metadata, or with `--describer vlm` is the toy VLM (`VLMDescriber`, loaded by path like a Hub VLM id);
 5. train with the real training program (`accelerate launch train_scripts/train.py`);
 6. generate from held-out sounds, measure the images with the scene parser, and write
    `<output_dir>/report.md` (grids, a loudness-vs-area plot, a metrics table) and `<output_dir>/metrics.json`;
@@ -79,6 +80,7 @@ VLM_BARS = {
     "vlm_setting_accuracy": (">=", 0.98),
     "vlm_prominence_spearman": (">=", 0.8),
 }
+ALL_BARS = {**BARS, **VLM_BARS}
 
 
 @dataclass
@@ -318,8 +320,7 @@ def _loudness_plot(sounds, parsed, path: Path) -> None:
 
 
 def _bar_verdicts(metrics: dict) -> dict[str, bool]:
-    bars = {**BARS, **VLM_BARS}
-    return {k: (metrics[k] >= v if op == ">=" else metrics[k] <= v) for k, (op, v) in bars.items() if k in metrics}
+    return {k: (metrics[k] >= v if op == ">=" else metrics[k] <= v) for k, (op, v) in ALL_BARS.items() if k in metrics}
 
 
 def _field_section(metrics: dict) -> str:
@@ -346,9 +347,17 @@ def _field_section(metrics: dict) -> str:
 
 
 def write_report(
-    out: Path, metrics: dict, sounds, images, parsed, quick: bool, extra_sections: tuple[str, ...] = ()
+    out: Path,
+    metrics: dict,
+    sounds,
+    images,
+    parsed,
+    quick: bool,
+    extra_sections: tuple[str, ...] = (),
+    describer: str = "metadata",
 ) -> None:
-    """report.md with grids, the loudness plot and the metrics table."""
+    """report.md with grids, the loudness plot and the metrics table; `describer` ("metadata" or "vlm") is who
+    described the images for the builder."""
     sections = []
     for kind, cols, title in [
         ("single", 8, "Single sources (one row per class: " + ", ".join(CLASS_NAMES) + ")"),
@@ -376,8 +385,9 @@ def write_report(
     note = "\n**Quick mode: tiny data and 2 training steps; these numbers mean nothing.**\n" if quick else ""
     (out / "report.md").write_text(
         "# diffusers-sonify toy-world demo\n" + note + "\n"
-        "Two unpaired corpora were generated, paired by the sonification builder (a toy VLM trained here "
-        "describes each image -> MiniLM "
+        "Two unpaired corpora were generated, paired by the sonification builder ("
+        + ("a toy VLM trained here describes each image" if describer == "vlm" else "toy describer")
+        + " -> MiniLM "
         "retrieval -> LUFS from prominence, reverb from the scene, mixing), and an `AudioToImagePipeline` was "
         "trained on the result. Every image below was generated from a held-out sound the model never heard and "
         "measured by the scene parser.\n\n"
@@ -579,7 +589,7 @@ def summarize_seeds(per_seed: dict[int, dict]) -> dict:
             "max": float(np.max(values)),
             "per_seed": dict(zip(map(str, per_seed), values)),
         }
-    bars = [k for k in {**BARS, **VLM_BARS} if k in summary or k in BARS]
+    bars = [k for k in ALL_BARS if k in BARS or k in summary]
     bars_met = {k: sum(bool(m.get("bars_met", {}).get(k)) for m in per_seed.values()) for k in bars}
     return {"seeds": list(per_seed), "metrics": summary, "bars_met_on_seeds": bars_met}
 
@@ -599,7 +609,7 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
     (output_dir / "seeds.json").write_text(json.dumps(summary, indent=2))
     rows = []
     for key, stats in summary["metrics"].items():
-        op_bar = {**BARS, **VLM_BARS}.get(key)
+        op_bar = ALL_BARS.get(key)
         bar = f"{op_bar[0]} {op_bar[1]}" if op_bar else ""
         met = f"{summary['bars_met_on_seeds'][key]}/{len(seeds)}" if op_bar else ""
         rows.append(f"| {key} | {stats['min']:.3f} | {stats['median']:.3f} | {stats['max']:.3f} | {bar} | {met} |")
@@ -775,7 +785,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     sections = ((describer_section(metrics),) if use_vlm else ()) + (side_lines,)
-    write_report(out, metrics, sounds, images, parsed, args.quick, sections)
+    write_report(out, metrics, sounds, images, parsed, args.quick, sections, args.describer)
     examples = write_example_sounds(out / "examples", seed=args.seed)
     with open(out / "report.md", "a") as report:
         report.write(edit_lines)

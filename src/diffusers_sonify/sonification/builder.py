@@ -543,7 +543,7 @@ def _assemble_shard(job) -> None:
     table, audio_only, config_json, key, s, folder = job
     config = BuilderConfig(**json.loads(config_json))
     part = table.select(range(s * config.shard_size, min(len(table), (s + 1) * config.shard_size)))
-    with torch_threads(1):  # short clips: resampling and small tensor ops are faster on one thread
+    with torch_threads(1):  # one thread per assemble process: `num_proc` processes share the cores
         out = part.map(
             _assemble_batch,
             batched=True,

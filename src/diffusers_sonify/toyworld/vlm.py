@@ -50,8 +50,9 @@ class ToyVLMConfig:
     hidden_size: int = 128
     num_hidden_layers: int = 3
     vocab_size: int = 1024
-    # tokens may span words up to this many characters: the fixed prompt is 95 tokens instead of 313, an answer
-    # about 24 instead of 69, and a training step costs about a third (toyworld/RECIPE.md); 0: merges within words
+    # tokens may span words up to this many characters: the prompt with a 16-token image is 128 tokens instead of
+    # 313, an answer about 24 instead of 69, a training step costs about a third (toyworld/RECIPE.md); 0: merges
+    # within words
     max_token_length: int = 16
     # image tokens per render: (32 / 4 / scale_factor) ** 2 after Idefics3's pixel-shuffle connector; 64 tokens
     # (scale factor 1) read sizes much better than 16 (prominence Spearman 0.68 vs 0.43, RECIPE.md run B)
