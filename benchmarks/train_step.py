@@ -202,11 +202,11 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="check run: --tiny with 1 timed step, then --levers at tiny + toy shapes without compile",
+        help="check run: --tiny with 5 timed steps, then --levers at tiny + toy shapes without compile",
     )
     args = parser.parse_args()
     if args.quick:
-        args.tiny, args.steps, args.warmup = True, args.steps or 1, 1
+        args.tiny, args.steps, args.warmup = True, args.steps or 5, 2
     if args.levers:
         return run_levers(args)
     steps = args.steps or (10 if args.tiny else 3)
