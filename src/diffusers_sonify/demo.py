@@ -3,7 +3,7 @@
 1. generate the two unpaired toy corpora (images with scene metadata; single-source audio clips with labels);
 2. pre-train the toy audio encoder on the audio corpus alone (the toy world's stand-in for a pretrained CLAP);
 3. with `--describer vlm` only: train the toy VLM (`toyworld/vlm.py`, a small Idefics3) on renders of its own to
-   answer the builder's describe prompt, on one thread while step 2 runs, and score it against the metadata
+   answer the builder's describe prompt, on one thread while step 2 runs, and score it beside the metadata
    describer on held-out renders;
 4. build the sonified dataset with the real builder program (`dataset_builder/build.py`); its describer reads the
    scene metadata, or with `--describer vlm` is the toy VLM (`VLMDescriber`, loaded by path like a Hub VLM id);
@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from . import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
+from .machine import cpu_summary
 from .programs import config_path
 from .toyworld import (
     CLASS_NAMES,
@@ -58,8 +59,8 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took in the last measured full runs (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9; the
-# VLM stage from d12, `--describer vlm`); printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 574, "build": 48, "train": 509, "evaluate": 159}
+# VLM stage from d13, `--describer vlm`); printed as the ETA of each stage.
+STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 245, "build": 48, "train": 509, "evaluate": 159}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -99,7 +100,7 @@ class DemoSize:
     eval_workers: int = 2  # concurrent generation threads of one torch thread each
     field_scenes: int = 64  # held-out scenes for the field's metrics (FID/KID, AIS, IIS, AIC)
     field_classifier: dict | None = None  # train_toy_classifier arguments; None: its defaults
-    vlm_steps: int = 2400  # toy VLM training (ToyVLMConfig); its renders are its own (image seed: seed + 11)
+    vlm_steps: int = 1200  # toy VLM training (ToyVLMConfig); its renders are its own (`vlm_image_seed`)
     vlm_train_images: int = 4000
     vlm_eval_images: int = 200  # held-out renders (corpus seed 12) the describers are scored on
 
@@ -143,6 +144,12 @@ def _run(cmd: list[str], log_path: Path) -> None:
     _wait(_start(cmd, log_path), cmd, log_path)
 
 
+def vlm_image_seed(seed: int) -> int:
+    """The corpus seed of the toy VLM's training renders for chain seed `seed`: odd, so never the held-out renders'
+    (`toyworld.vlm.HELD_OUT_SEED`, 12), and 11 for seed 0 (the recorded runs)."""
+    return 11 + 2 * seed
+
+
 def vlm_command(out_dir: Path, size: DemoSize, seed: int) -> list[str]:
     """The toy VLM's training program: one torch thread (its fastest on this box, RECIPE.md), no evaluation."""
     return [
@@ -162,7 +169,7 @@ def vlm_command(out_dir: Path, size: DemoSize, seed: int) -> list[str]:
         "--seed",
         str(seed),
         "--image_seed",
-        str(seed + 11),
+        str(vlm_image_seed(seed)),
     ]
 
 
@@ -386,14 +393,18 @@ def write_report(
     (out / "report.md").write_text(
         "# diffusers-sonify toy-world demo\n" + note + "\n"
         "Two unpaired corpora were generated, paired by the sonification builder ("
-        + ("a toy VLM trained here describes each image" if describer == "vlm" else "toy describer")
+        + (
+            "a toy VLM trained here describes each image"
+            if describer == "vlm"
+            else "a describer reading the scene metadata"
+        )
         + " -> MiniLM "
         "retrieval -> LUFS from prominence, reverb from the scene, mixing), and an `AudioToImagePipeline` was "
         "trained on the result. Every image below was generated from a held-out sound the model never heard and "
         "measured by the scene parser.\n\n"
         f"| metric | value | bar | |\n|---|---|---|---|\n{rows}\n\n"
-        f"{metrics['num_eval_images']} evaluation images; whole demo {metrics['wall_seconds']:.0f} s "
-        f"(stage times in metrics.json).\n\n" + "\n".join(sections)
+        f"{metrics['num_eval_images']} evaluation images; whole demo {metrics['wall_seconds']:.0f} s on "
+        f"{metrics.get('machine', 'an unrecorded machine')} (stage times in metrics.json).\n\n" + "\n".join(sections)
     )
 
 
@@ -549,8 +560,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--describer",
         choices=["metadata", "vlm"],
         default="metadata",
-        help="who describes the images for the builder: the scene metadata (the recorded run), or the toy VLM "
-        "trained in the chain (issue 15; its training adds minutes, RECIPE.md)",
+        help="who describes the images for the builder: the scene metadata (the recorded run, docs/demo), or the "
+        "toy VLM trained in the chain (issue 15; docs/demo_vlm: it misses the two-source mixing bar so far)",
     )
     parser.add_argument(
         "--seeds",
@@ -572,7 +583,7 @@ def _numeric_metrics(metrics: dict) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("edit_strength",)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("edit_strength", "seed")
     }
 
 
@@ -594,6 +605,23 @@ def summarize_seeds(per_seed: dict[int, dict]) -> dict:
     return {"seeds": list(per_seed), "metrics": summary, "bars_met_on_seeds": bars_met}
 
 
+def _finished_run(folder: Path, seed: int, quick: bool, describer: str) -> dict | None:
+    """The metrics of a finished chain in `folder` if it ran with this seed, size and describer (its metrics.json is
+    written last but for the report), else None."""
+    path = folder / "metrics.json"
+    if not (path.is_file() and (folder / "report.md").is_file()):
+        return None
+    metrics = json.loads(path.read_text())
+    ran_vlm = "vlm_params" in metrics  # runs before the `describer` key was recorded
+    same = (
+        metrics.get("quick") == quick
+        and metrics.get("seed", seed) == seed
+        and metrics.get("describer", "vlm" if ran_vlm else "metadata") == describer
+        and ran_vlm == (describer == "vlm")
+    )
+    return metrics if same else None
+
+
 def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = "metadata") -> dict:
     """`--seeds`: the whole chain once per seed (separate folders), then `seeds.json` / `seeds.md` in `output_dir`."""
     if len(set(seeds)) != len(seeds):
@@ -601,8 +629,14 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
     output_dir.mkdir(parents=True, exist_ok=True)
     per_seed = {}
     for seed in seeds:
+        folder = output_dir / f"seed_{seed}"
+        done = _finished_run(folder, seed, quick, describer)
+        if done is not None:  # a seed's chain takes ~14 minutes: a rerun after an interruption keeps finished seeds
+            logger.info("[demo] seed %d of %s: reusing the finished run in %s", seed, seeds, folder)
+            per_seed[seed] = done
+            continue
         logger.info("[demo] seed %d of %s", seed, seeds)
-        argv = ["--output_dir", str(output_dir / f"seed_{seed}"), "--seed", str(seed), "--describer", describer]
+        argv = ["--output_dir", str(folder), "--seed", str(seed), "--describer", describer]
         argv += ["--quick"] if quick else []
         per_seed[seed] = main(argv)
     summary = summarize_seeds(per_seed)
@@ -782,6 +816,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     metrics["stage_seconds"] = stages
     metrics["wall_seconds"] = round(time.time() - start, 1)
     metrics["quick"] = args.quick
+    metrics["seed"], metrics["describer"] = args.seed, args.describer
+    metrics["machine"] = cpu_summary()
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     sections = ((describer_section(metrics),) if use_vlm else ()) + (side_lines,)

@@ -1,0 +1,16 @@
+"""The machine line of measured runs (the demo's report, the benchmarks) names the CPU as `lscpu` does."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from diffusers_sonify.machine import cpu_model, cpu_summary
+
+
+@pytest.mark.skipif(shutil.which("lscpu") is None, reason="needs util-linux's lscpu")
+def test_cpu_model_is_the_model_lscpu_shows():
+    lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
+    shown = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name:")]
+    assert shown and cpu_model() == shown[0]
+    assert cpu_summary().startswith(shown[0] + ", ") and cpu_summary().endswith(" cores")
