@@ -650,8 +650,10 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
     note = "\n**Quick mode: these numbers mean nothing.**\n" if quick else ""
     (output_dir / "seeds.md").write_text(
         f"# diffusers-sonify toy-world demo over seeds {', '.join(map(str, seeds))}\n{note}\n"
-        "Each seed trains the whole chain (corpora, encoder, builder, training, evaluation) in its own folder "
-        "(`seed_<s>/report.md`).\n\n"
+        "Each seed trains the whole chain (corpora, encoder, "
+        + ("toy VLM, builder with the VLM describer" if describer == "vlm" else "builder with the metadata describer")
+        + ", training, evaluation) in its own folder (`seed_<s>/report.md`); `python -m diffusers_sonify.demo "
+        f"--seeds {' '.join(map(str, seeds))} --describer {describer}`.\n\n"
         "| metric | min | median | max | bar | seeds meeting it |\n|---|---|---|---|---|---|\n"
         + "\n".join(rows)
         + "\n"
