@@ -11,6 +11,7 @@ _LAZY = {
     "AudioToImageInpaintPipeline": ".pipelines",
     "AudioToImagePipeline": ".pipelines",
     "AudioToImagePipelineOutput": ".pipelines",
+    "CFGCutoffCallback": ".pipelines",
 }
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "AudioToImageInpaintPipeline",
     "AudioToImagePipeline",
     "AudioToImagePipelineOutput",
+    "CFGCutoffCallback",
     "__version__",
 ]
 

@@ -18,7 +18,12 @@ from diffusers.callbacks import SDCFGCutoffCallback
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from sounds import SR, chirp, tone
 
-from diffusers_sonify import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
+from diffusers_sonify import (
+    AudioToImageImg2ImgPipeline,
+    AudioToImageInpaintPipeline,
+    AudioToImagePipeline,
+    CFGCutoffCallback,
+)
 from diffusers_sonify.tiny import stable_diffusion_pipeline, tiny_pipeline_components
 
 VARIANTS = ["audio", "audio+text", "img2img", "inpaint"]
@@ -257,6 +262,45 @@ def test_diffusers_cfg_cutoff_callback_drops_the_unconditional_branch():
     callback = SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=2)
     sizes = unet_batches(pipe, **inputs_for("audio", num_inference_steps=4, callback_on_step_end=callback))
     assert sizes == [2, 2, 2, 1] and pipe.guidance_scale == 0.0
+
+
+def test_diffusers_cfg_cutoff_callback_on_a_batch_gets_a_clear_error():
+    # it keeps one row of the conditioning, the conditional branch of one image only
+    pipe = make("audio")
+    callback = SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1)
+    inputs = inputs_for("audio", num_inference_steps=3, callback_on_step_end=callback)
+    with pytest.raises(ValueError, match="1 rows for a batch of 2 images; keep whole blocks of 2 rows"):
+        pipe(**{**inputs, "audio": [tone(440.0), tone(880.0)]})
+
+
+def test_cfg_cutoff_callback_keeps_each_image_of_a_batch_conditional(variant):
+    sounds = [tone(440.0), chirp(300.0, 3000.0)]
+    cutoff = CFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1)
+    pipe = make(variant)
+    branches = 2 if variant == "audio" else 3  # the other variants add text guidance
+    extra = {}
+    if variant == "audio+text":
+        extra["prompt"] = ["rain on a roof", "a bell in a hall"]
+    if variant in EDITING:
+        extra["image"] = [inputs_for(variant)["image"]] * 2
+    if variant == "inpaint":
+        extra["mask_image"] = [inputs_for(variant)["mask_image"]] * 2
+
+    def call(audio, generators, **kwargs):
+        return pipe(**inputs_for(variant, num_inference_steps=4, audio=audio, generator=generators, **kwargs)).images
+
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    sizes = unet_batches(
+        pipe, **inputs_for(variant, num_inference_steps=4, audio=sounds, callback_on_step_end=cutoff, **extra)
+    )
+    assert sizes == [2 * branches] * 2 + [2] * 2 and pipe.guidance_scale == 0.0
+    batch = call(sounds, generators, callback_on_step_end=cutoff, **extra)
+    for i, sound in enumerate(sounds):
+        alone = {k: v[i] for k, v in extra.items()}
+        single = call(sound, torch.Generator().manual_seed(i + 1), callback_on_step_end=cutoff, **alone)
+        np.testing.assert_allclose(batch[i], single[0], atol=1e-3, rtol=1e-3)
+    uncut = call(sounds, [torch.Generator().manual_seed(s) for s in (1, 2)], **extra)
+    assert np.abs(batch - uncut).max() > 1e-3  # the last steps ran without guidance
 
 
 # ----------------------------------------------------------------------------- embeddings in isolation

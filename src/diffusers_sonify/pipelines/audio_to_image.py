@@ -106,7 +106,8 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->audio_encoder->audio_projection->unet->vae"
     _optional_components = ["vae", "text_encoder", "tokenizer"]
     # `prompt_embeds` in a callback is the UNet's stacked conditioning, one block per guidance branch with the fully
-    # conditional block last (as in StableDiffusionPipeline), so diffusers' `SDCFGCutoffCallback` works unchanged.
+    # conditional block last (as in StableDiffusionPipeline): diffusers' `SDCFGCutoffCallback` works for one image,
+    # `diffusers_sonify.CFGCutoffCallback` for any batch.
     _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     def __init__(
@@ -619,8 +620,21 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                     out = callback(self, i, t, {k: available[k] for k in callback_inputs}) or {}
                     latents = out.pop("latents", latents)
                     encoder_hidden_states = out.pop("prompt_embeds", encoder_hidden_states)
+                    self._check_callback_conditioning(encoder_hidden_states, latents.shape[0], len(branch_names))
                 progress_bar.update()
         return latents
+
+    @staticmethod
+    def _check_callback_conditioning(encoder_hidden_states: torch.Tensor, batch: int, max_branches: int) -> None:
+        """A step-end callback may drop guidance branches, but only whole blocks of `batch` rows (conditional last)."""
+        rows = encoder_hidden_states.shape[0]
+        if rows % batch or not 1 <= rows // batch <= max_branches:
+            raise ValueError(
+                f"`callback_on_step_end` returned `prompt_embeds` with {rows} rows for a batch of {batch} images; "
+                f"keep whole blocks of {batch} rows (one block per guidance branch, the conditional one last). "
+                "diffusers' `SDCFGCutoffCallback` keeps a single row, which is right for one image only: use "
+                "`diffusers_sonify.CFGCutoffCallback` for batches."
+            )
 
     def _finish(self, latents, output_type, return_dict):
         if output_type == "latent":
