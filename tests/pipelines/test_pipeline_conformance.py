@@ -289,11 +289,11 @@ def test_cfg_cutoff_callback_keeps_each_image_of_a_batch_conditional(variant):
     def call(audio, generators, **kwargs):
         return pipe(**inputs_for(variant, num_inference_steps=4, audio=audio, generator=generators, **kwargs)).images
 
-    generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
     sizes = unet_batches(
         pipe, **inputs_for(variant, num_inference_steps=4, audio=sounds, callback_on_step_end=cutoff, **extra)
     )
     assert sizes == [2 * branches] * 2 + [2] * 2 and pipe.guidance_scale == 0.0
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
     batch = call(sounds, generators, callback_on_step_end=cutoff, **extra)
     for i, sound in enumerate(sounds):
         alone = {k: v[i] for k, v in extra.items()}

@@ -601,7 +601,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                # a callback may drop guidance branches (e.g. SDCFGCutoffCallback keeps only the last block)
+                # a callback may drop guidance branches (CFGCutoffCallback keeps only the conditional block)
                 num_branches = encoder_hidden_states.shape[0] // latents.shape[0]
                 names = branch_names[len(branch_names) - num_branches :]
                 model_input = torch.cat([latents] * num_branches)
