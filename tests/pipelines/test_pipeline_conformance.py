@@ -403,6 +403,30 @@ def test_training_mode_components_give_the_eval_image_and_keep_their_state(pipel
     np.testing.assert_array_equal(pipe(**inputs_for(pipeline_variant)).images, first)  # as in eval mode
 
 
+def test_a_call_that_fails_midway_gives_back_mixed_flags_and_the_next_call_runs_in_eval_mode():
+    """One walk over the modules per call (the stages' entries nest): a call that raises inside the denoising loop
+    must still give back every flag, a mix of training and eval ones, and leave no nesting behind, or the next call
+    would skip eval mode and run CLAP's dropout."""
+    components = components_for("audio")
+    for c in components.values():
+        if isinstance(c, torch.nn.Module):
+            c.train()
+    pipe = make("audio", components)
+    pipe.unet.eval()
+    pipe.unet.conv_in.train()  # a mix: the flags come back as they were, not all True or all False
+    flags, _ = _state(pipe)
+    first = pipe(**inputs_for("audio")).images
+
+    def stop(pipeline, step, timestep, callback_kwargs):
+        raise RuntimeError("stopped by the callback")
+
+    with pytest.raises(RuntimeError, match="stopped by the callback"):
+        pipe(**inputs_for("audio"), callback_on_step_end=stop)
+    assert _state(pipe)[0] == flags
+    np.testing.assert_array_equal(pipe(**inputs_for("audio")).images, first)  # eval mode again: no dropout
+    assert _state(pipe)[0] == flags
+
+
 def test_latent_unet_without_vae_is_rejected_at_construction():
     components = tiny_pipeline_components(latent=True)
     components["vae"] = None
