@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmark of diffusers-sonify (issue 16, point 5): SD 1.5 + CLAP-HTSAT shapes, random weights, 512 px, fp16
-# and bf16: pipeline latency vs StableDiffusionPipeline, peak memory, adapter + LoRA training samples/s on cached
-# latents, describe throughput of a random VLM at SmolVLM-256M's architecture. About 3-5 minutes on one H200 (at
-# most 8). DEVELOPERS.md says how to run it on the device machine.
+# and bf16: pipeline latency vs StableDiffusionPipeline, peak memory, training samples/s (adapter only; adapter +
+# LoRA) on cached latents, describe throughput of a random VLM at SmolVLM-256M's architecture. 253 s on one H200
+# (2026-12-04; at most 8 minutes). DEVELOPERS.md says how to run it on the device machine.
 #
 #   benchmarks/gpu.sh             # on a CUDA machine; results in $RESULTS_DIR (default: $OUT, else outputs/gpu_bench)
 #   benchmarks/gpu.sh --quick     # CPU, tiny shapes, seconds: checks the script (tests/benchmarks runs it)

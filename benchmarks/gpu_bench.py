@@ -4,9 +4,9 @@ runs it. Three measurements, each in fp16 and bf16:
 1. Pipeline latency: `AudioToImagePipeline` (SD 1.5-shaped UNet + SD VAE, CLAP-HTSAT audio tower, default adapter;
    10 s of 48 kHz audio) against `StableDiffusionPipeline` over the same UNet and VAE with a CLIP ViT-L/14-shaped
    text encoder; 512x512, DDIM, classifier-free guidance in both; median wall time and peak GPU memory of each.
-2. Training samples/s: the adapter + UNet LoRA (rank 4 on to_q/to_k/to_v/to_out.0) from cached VAE latent moments
-   and cached CLAP features, as `train_scripts/train.py` runs with `cache_latents` (frozen UNet in the half dtype,
-   trainable parameters in fp32, autocast, gradient clipping, AdamW).
+2. Training samples/s: the adapter alone, and the adapter + UNet LoRA (rank 4 on to_q/to_k/to_v/to_out.0), from
+   cached VAE latent moments and cached CLAP features, as `train_scripts/train.py` runs with `cache_latents`
+   (frozen UNet in the half dtype, trainable parameters in fp32, autocast, gradient clipping, AdamW).
 3. Describe throughput: a random `Idefics3ForConditionalGeneration` at HuggingFaceTB/SmolVLM-256M-Instruct's
    architecture (config values written out in `SMOLVLM_256M`), greedy `generate` with KV cache of
    `--max_new_tokens` tokens (the builder's default 320) at batch 1 and batch 16 (left-padded prompts of equal
@@ -198,8 +198,9 @@ def pipeline_latency(c: dict, dtype, device: str, a) -> dict:
     }
 
 
-def training_rate(c: dict, dtype, device: str, a) -> dict:
-    """Samples/s of the adapter + LoRA step on cached latents and cached CLAP features (train.py's recipe)."""
+def training_rate(c: dict, dtype, device: str, a, lora_rank: int) -> dict:
+    """Samples/s of the training step on cached latents and cached CLAP features (train.py's recipe): the adapter
+    alone (`lora_rank` 0) or the adapter + UNet LoRA."""
     from diffusers import DDPMScheduler
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
@@ -211,7 +212,7 @@ def training_rate(c: dict, dtype, device: str, a) -> dict:
     for name in ("unet", "audio_encoder", "vae", "text_encoder"):
         modules[name].to(device, dtype).eval()  # frozen parts in the half dtype, as train.py casts them
     adapter.to(device, torch.float32).train()
-    params = tu.configure_trainable_parameters(modules, lora_rank=4)
+    params = tu.configure_trainable_parameters(modules, lora_rank=lora_rank)
     for p in params:  # LoRA weights created on a half-precision UNet: train them in fp32, as train.py does
         p.data = p.data.float()
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -250,7 +251,8 @@ def training_rate(c: dict, dtype, device: str, a) -> dict:
     sync(device)
     seconds = time.perf_counter() - start
     result = {"samples_per_s": a.train_steps * b / seconds, "batch": b, "peak_gib": peak_gib(device)}
-    c["unet"].unload_lora()  # leave the UNet as built for the next dtype
+    if lora_rank:
+        c["unet"].unload_lora()  # leave the UNet as built for the next measurement
     return result
 
 
@@ -300,6 +302,19 @@ def describe_throughput(dtype, device: str, a) -> dict:
     return out
 
 
+def guarded(label: str, fn):
+    """`fn()`, or the error it raised: a single run on a borrowed machine keeps every measurement that worked."""
+    try:
+        result = fn()
+    except Exception as error:  # recorded, not hidden: the JSON and the log carry the failure
+        import traceback
+
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {error}"}
+    print(f"{label}: {json.dumps(result)}", flush=True)
+    return result
+
+
 def write(results: dict, path: str, start: float) -> None:
     results["wall_s"] = time.perf_counter() - start
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -347,24 +362,30 @@ def main() -> None:
     print(f"built components in {time.perf_counter() - start:.1f} s on {results['device']}", flush=True)
     for name in a.dtypes:
         dtype = dtypes[name]
-        r = {"pipeline": pipeline_latency(c, dtype, device, a)}
-        print(f"[{name}] pipeline: {json.dumps(r['pipeline'])}", flush=True)
-        r["training"] = training_rate(c, dtype, device, a)
-        print(f"[{name}] training: {json.dumps(r['training'])}", flush=True)
-        r["describe"] = describe_throughput(dtype, device, a)
-        print(f"[{name}] describe: {json.dumps(r['describe'])}", flush=True)
-        results[name] = r
+        r = results[name] = {}
+        r["pipeline"] = guarded(f"[{name}] pipeline", lambda: pipeline_latency(c, dtype, device, a))
+        for key, label, rank in (("training_adapter", "adapter only", 0), ("training", "adapter + LoRA", 4)):
+            r[key] = guarded(f"[{name}] training, {label}", lambda: training_rate(c, dtype, device, a, rank))
+        r["describe"] = guarded(f"[{name}] describe", lambda: describe_throughput(dtype, device, a))
         write(results, a.output, start)  # after each dtype: a run cut short keeps what it measured
     print(f"\nwrote {a.output} ({results['wall_s']:.0f} s)")
     for name in a.dtypes:
         r = results[name]
-        batched = r["describe"][f"batch_{a.vlm_batch}"]
-        print(
-            f"{name}: pipeline latency ratio sonify / StableDiffusionPipeline {r['pipeline']['latency_ratio']:.2f}; "
-            f"training {r['training']['samples_per_s']:.2f} samples/s; describe batch {a.vlm_batch} "
-            f"{r['describe']['batch_speedup']:.1f}x batch 1 ({batched['tokens_per_s']:.0f} tokens/s, "
-            f"{batched['images_per_s']:.2f} images/s)"
-        )
+        parts = []
+        if "error" not in r["pipeline"]:
+            ratio = r["pipeline"]["latency_ratio"]
+            parts.append(f"pipeline latency ratio sonify / StableDiffusionPipeline {ratio:.2f}")
+        for key, label in (("training_adapter", "adapter only"), ("training", "adapter + LoRA")):
+            if "error" not in r[key]:
+                parts.append(f"training ({label}) {r[key]['samples_per_s']:.2f} samples/s")
+        if "error" not in r["describe"]:
+            batched = r["describe"][f"batch_{a.vlm_batch}"]
+            parts.append(
+                f"describe batch {a.vlm_batch} {r['describe']['batch_speedup']:.1f}x batch 1 "
+                f"({batched['tokens_per_s']:.0f} tokens/s, {batched['images_per_s']:.2f} images/s)"
+            )
+        failed = [k for k, v in r.items() if "error" in v]
+        print(f"{name}: " + "; ".join(parts) + (f"; FAILED: {', '.join(failed)}" if failed else ""))
 
 
 if __name__ == "__main__":
