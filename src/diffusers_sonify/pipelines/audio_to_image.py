@@ -312,7 +312,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         Re-entrant: a call enters once (`_generate`) and the stages' own entries (encode, denoise, decode) nest at no
         cost. Only flags that differ are written back, through `Module.__setattr__` (slow) only for those: walking an
-        SD 1.5-sized pipeline took 7-13 ms per entry on the GPU machine's CPU (benchmarks/RESULTS.md, "GPU script").
+        SD 1.5-sized pipeline took 6.5-13 ms per entry on the GPU machine's CPU (benchmarks/RESULTS.md, "GPU script").
         """
         if self._eval_depth:
             self._eval_depth += 1
