@@ -1,6 +1,7 @@
 """Run diffusers' own pipeline test mixins, unchanged, against this project's pipelines.
 
     python tests/upstream/run_diffusers_mixins.py --diffusers-git /path/to/diffusers/.git [--ref COMMIT] [-- -x -k ...]
+    python tests/upstream/run_diffusers_mixins.py --tests-dir /path/to/diffusers/tests --no-hub [-- -k ...]
 
 diffusers' `tests/` folder is extracted from the given git directory at `--ref` into a temporary folder (never into
 this repository), `sonify_upstream_cases.py` (our test-case classes) is copied next to it, and pytest runs there.
@@ -32,13 +33,23 @@ TEST_IMPORTS = ("parameterized", "requests_mock", "torchsde")
 # source through `getattr(diffusers.pipelines, cls.__name__)`, which only finds pipelines that live in diffusers.
 # An out-of-tree pipeline is found once it is registered there, as this conftest does; the test is unchanged.
 CONFTEST = """
+import os
+
 import diffusers.pipelines
 
 import diffusers_sonify
 
 for _name in ("AudioToImagePipeline", "AudioToImageImg2ImgPipeline", "AudioToImageInpaintPipeline"):
     setattr(diffusers.pipelines, _name, getattr(diffusers_sonify, _name))
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("SONIFY_UPSTREAM_NO_HUB") == "1":  # --no-hub: nothing serves the Hub repo this test loads
+        hub = [item for item in items if item.name == "test_from_pipe_consistent_config"]
+        config.hook.pytest_deselected(items=hub)
+        items[:] = [item for item in items if item not in hub]
 """
+NO_HUB_ENV = "SONIFY_UPSTREAM_NO_HUB"
 
 
 def extract_tests(git_dir: str, ref: str, into: Path) -> str:
@@ -78,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--diffusers-git", default=DEFAULT_GIT_DIR, help="a diffusers git directory (bare or .git)")
     parser.add_argument("--ref", default="HEAD", help="the diffusers commit, tag or branch whose tests run")
+    parser.add_argument(
+        "--tests-dir",
+        help="an extracted diffusers `tests/` folder, instead of --diffusers-git (for a machine without the clone)",
+    )
+    parser.add_argument(
+        "--no-hub",
+        action="store_true",
+        help="start no loopback Hub; deselects the one test that loads from it (test_from_pipe_consistent_config)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after `--`)")
     args = parser.parse_args(argv)
     missing = [m for m in TEST_IMPORTS if importlib.util.find_spec(m) is None]
@@ -86,19 +106,28 @@ def main(argv: list[str] | None = None) -> int:
             f"diffusers' test modules import {missing}; install them: "
             "pip install -c constraints.txt -e '.[upstream-tests]'"
         )
-    if not Path(args.diffusers_git).is_dir():
+    if args.tests_dir and not (Path(args.tests_dir) / "pipelines" / "test_pipelines_common.py").is_file():
+        sys.exit(f"--tests-dir {args.tests_dir} has no pipelines/test_pipelines_common.py; pass diffusers' tests/.")
+    if not args.tests_dir and not Path(args.diffusers_git).is_dir():
         sys.exit(f"--diffusers-git {args.diffusers_git} is not a directory; pass a diffusers clone's .git folder.")
     token = "hf_UpstreamMixinsLoopbackToken0123456789"
     with tempfile.TemporaryDirectory(prefix="diffusers-mixins-") as tmp:
         root = Path(tmp)
-        commit = extract_tests(args.diffusers_git, args.ref, root)
+        if args.tests_dir:
+            shutil.copytree(args.tests_dir, root / "tests")
+            commit = f"the folder {args.tests_dir}"
+        else:
+            commit = extract_tests(args.diffusers_git, args.ref, root)
         shutil.copy(HERE / "sonify_upstream_cases.py", root / "test_sonify_upstream.py")
         (root / "conftest.py").write_text(CONFTEST)
         os.environ["HF_HOME"] = str(root / "hf_home")  # an empty cache: the tiny SD pipeline comes over HTTP
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "ignore", "test_sonify_upstream.py"]
+        env = {**os.environ, "HF_TOKEN": token, "HF_HUB_DISABLE_TELEMETRY": "1"}
+        if args.no_hub:  # the conftest deselects the one test that loads from the Hub
+            print(f"diffusers tests from {commit}; no loopback Hub", flush=True)
+            return subprocess.run(cmd + args.pytest_args, cwd=root, env={**env, NO_HUB_ENV: "1"}).returncode
         server, url = serve_tiny_sd(token)
         print(f"diffusers tests at {commit}; tiny SD pipeline served as {SD_REPO} by {url}", flush=True)
-        env = {**os.environ, "HF_TOKEN": token, "HF_HUB_DISABLE_TELEMETRY": "1"}
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "ignore", "test_sonify_upstream.py"]
         try:
             return subprocess.run(cmd + args.pytest_args, cwd=root, env=env).returncode
         finally:
