@@ -162,7 +162,8 @@ def timed(fn, device: str, warmup: int, runs: int) -> tuple[float, float | None]
     return statistics.median(times), peak_gib(device)
 
 
-def pipeline_latency(c: dict, dtype, device: str, a) -> dict:
+def both_pipelines(c: dict, dtype, device: str):
+    """`(AudioToImagePipeline, StableDiffusionPipeline)` over the same UNet and VAE, on `device` in `dtype`."""
     from diffusers_sonify import AudioToImagePipeline
     from diffusers_sonify.tiny import stable_diffusion_pipeline
 
@@ -177,6 +178,11 @@ def pipeline_latency(c: dict, dtype, device: str, a) -> dict:
     sd = stable_diffusion_pipeline(c).to(device, dtype)
     for pipe in (sonify, sd):
         pipe.set_progress_bar_config(disable=True)
+    return sonify, sd
+
+
+def pipeline_latency(c: dict, dtype, device: str, a) -> dict:
+    sonify, sd = both_pipelines(c, dtype, device)
     fe = c["feature_extractor"]
     wave = np.random.default_rng(0).standard_normal(int(fe.nb_max_samples)).astype(np.float32) * 0.1
     common = {"height": a.resolution, "width": a.resolution, "num_inference_steps": a.steps, "output_type": "np"}

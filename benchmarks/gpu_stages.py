@@ -39,9 +39,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CPU, tiny shapes: checks that the script works")
     a = p.parse_args()
-    from diffusers_sonify import AudioToImagePipeline
-    from diffusers_sonify.tiny import stable_diffusion_pipeline
-
     device = "cpu" if a.quick else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("No CUDA device: run with --quick on CPU, or on a GPU machine (DEVELOPERS.md).")
@@ -53,17 +50,7 @@ def main() -> None:
     ratios = []
     for name in ["fp32"] if a.quick else ["fp16", "bf16", "fp16"]:
         dtype = dtypes[name]
-        sonify = AudioToImagePipeline(
-            unet=c["unet"],
-            scheduler=c["scheduler"],
-            audio_encoder=c["audio_encoder"],
-            feature_extractor=fe,
-            audio_projection=c["audio_projection"],
-            vae=c["vae"],
-        ).to(device, dtype)
-        sd = stable_diffusion_pipeline(c).to(device, dtype)
-        for pipe in (sonify, sd):
-            pipe.set_progress_bar_config(disable=True)
+        sonify, sd = gpu_bench.both_pipelines(c, dtype, device)
         common = {"height": size, "width": size, "output_type": "np"}
         embeds = sonify.encode_audio(wave, sampling_rate=fe.sampling_rate)
 
