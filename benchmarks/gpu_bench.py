@@ -308,6 +308,10 @@ def describe_throughput(dtype, device: str, a) -> dict:
     return out
 
 
+# (result key, label, LoRA rank): the adapter alone, then the adapter + UNet LoRA
+TRAINING_RUNS = (("training_adapter", "adapter only", 0), ("training", "adapter + LoRA", 4))
+
+
 def guarded(label: str, fn):
     """`fn()`, or the error it raised: a single run on a borrowed machine keeps every measurement that worked."""
     try:
@@ -370,7 +374,7 @@ def main() -> None:
         dtype = dtypes[name]
         r = results[name] = {}
         r["pipeline"] = guarded(f"[{name}] pipeline", lambda: pipeline_latency(c, dtype, device, a))
-        for key, label, rank in (("training_adapter", "adapter only", 0), ("training", "adapter + LoRA", 4)):
+        for key, label, rank in TRAINING_RUNS:
             r[key] = guarded(f"[{name}] training, {label}", lambda: training_rate(c, dtype, device, a, rank))
         r["describe"] = guarded(f"[{name}] describe", lambda: describe_throughput(dtype, device, a))
         write(results, a.output, start)  # after each dtype: a run cut short keeps what it measured
@@ -381,7 +385,7 @@ def main() -> None:
         if "error" not in r["pipeline"]:
             ratio = r["pipeline"]["latency_ratio"]
             parts.append(f"pipeline latency ratio sonify / StableDiffusionPipeline {ratio:.2f}")
-        for key, label in (("training_adapter", "adapter only"), ("training", "adapter + LoRA")):
+        for key, label, _ in TRAINING_RUNS:
             if "error" not in r[key]:
                 parts.append(f"training ({label}) {r[key]['samples_per_s']:.2f} samples/s")
         if "error" not in r["describe"]:

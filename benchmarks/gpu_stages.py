@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -22,17 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_bench  # the same components and sync helpers as gpu.sh
 
 
-def median_seconds(fn, device: str, warmup: int = 2, runs: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        gpu_bench.sync(device)
-        start = time.perf_counter()
-        fn()
-        gpu_bench.sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(fn, device: str) -> float:
+    """Median wall seconds of `fn()` over 5 calls after 2 warm-ups (gpu.sh's timer)."""
+    return gpu_bench.timed(fn, device, warmup=2, runs=5)[0]
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ TEST_IMPORTS = ("parameterized", "requests_mock", "torchsde")
 # diffusers' `ReturnNameVisitor.get_ast_tree` (used by `test_encode_prompt_works_in_isolation`) reads `encode_prompt`'s
 # source through `getattr(diffusers.pipelines, cls.__name__)`, which only finds pipelines that live in diffusers.
 # An out-of-tree pipeline is found once it is registered there, as this conftest does; the test is unchanged.
-CONFTEST = """
+NO_HUB_ENV = "SONIFY_UPSTREAM_NO_HUB"  # set by --no-hub, read by the conftest below
+CONFTEST = f"""
 import os
 
 import diffusers.pipelines
@@ -44,12 +45,11 @@ for _name in ("AudioToImagePipeline", "AudioToImageImg2ImgPipeline", "AudioToIma
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("SONIFY_UPSTREAM_NO_HUB") == "1":  # --no-hub: nothing serves the Hub repo this test loads
+    if os.environ.get("{NO_HUB_ENV}") == "1":  # --no-hub: nothing serves the Hub repo this test loads
         hub = [item for item in items if item.name == "test_from_pipe_consistent_config"]
         config.hook.pytest_deselected(items=hub)
         items[:] = [item for item in items if item not in hub]
 """
-NO_HUB_ENV = "SONIFY_UPSTREAM_NO_HUB"
 
 
 def extract_tests(git_dir: str, ref: str, into: Path) -> str:

@@ -103,7 +103,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             ([`~transformers.CLIPTokenizer`], *optional*): enable the `prompt` argument.
     """
 
-    _eval_depth = 0  # nesting depth of `_eval_mode` (a class default: instances made without __init__ have it)
+    _in_eval_mode = False  # inside `_eval_mode` (a class default: instances made without __init__ have it)
     model_cpu_offload_seq = "text_encoder->audio_encoder->audio_projection->unet->vae"
     _optional_components = ["vae", "text_encoder", "tokenizer"]
     # `prompt_embeds` in a callback is the UNet's stacked conditioning, one block per guidance branch with the fully
@@ -314,23 +314,19 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         cost. Only flags that differ are written back, through `Module.__setattr__` (slow) only for those: walking an
         SD 1.5-sized pipeline took 6.5-13 ms per entry on the GPU machine's CPU (benchmarks/RESULTS.md, "GPU script").
         """
-        if self._eval_depth:
-            self._eval_depth += 1
-            try:
-                yield
-            finally:
-                self._eval_depth -= 1
+        if self._in_eval_mode:  # nested: the outermost entry walks and restores
+            yield
             return
         modules = [m for m in self.components.values() if isinstance(m, torch.nn.Module)]
         saved = [(sub, sub.training) for module in modules for sub in module.modules()]
         if any(training for _, training in saved):
             for module in modules:
                 module.eval()
-        self._eval_depth = 1
+        self._in_eval_mode = True
         try:
             yield
         finally:
-            self._eval_depth = 0
+            self._in_eval_mode = False
             for sub, training in saved:
                 if sub.training != training:
                     sub.training = training
