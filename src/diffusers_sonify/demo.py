@@ -3,8 +3,8 @@
 1. generate the two unpaired toy corpora (images with scene metadata; single-source audio clips with labels);
 2. pre-train the toy audio encoder on the audio corpus alone (the toy world's stand-in for a pretrained CLAP);
 3. with `--describer vlm` only: train the toy VLM (`toyworld/vlm.py`, a small Idefics3) on renders of its own to
-   answer the builder's describe prompt, on one thread while step 2 runs, and score it beside the metadata
-   describer on held-out renders;
+   answer the builder's describe prompt, data-parallel over two processes (`accelerate launch`) started beside
+   step 2, and score it beside the metadata describer on held-out renders;
 4. build the sonified dataset with the real builder program (`dataset_builder/build.py`); its describer reads the
    scene metadata, or with `--describer vlm` is the toy VLM (`VLMDescriber`, loaded by path like a Hub VLM id);
 5. train with the real training program (`accelerate launch train_scripts/train.py`);
@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from . import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
-from .machine import cpu_summary
+from .machine import cpu_summary, free_port
 from .programs import config_path
 from .toyworld import (
     CLASS_NAMES,
@@ -59,8 +59,9 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took in the last measured full runs (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9; the
-# VLM stage from d13, `--describer vlm`); printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 245, "build": 48, "train": 509, "evaluate": 159}
+# VLM stage from d14, `--describer vlm`, on a box that trained the diffusion model 1.8x slower than d11's);
+# printed as the ETA of each stage.
+STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 162, "build": 48, "train": 509, "evaluate": 159}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -150,10 +151,20 @@ def vlm_image_seed(seed: int) -> int:
     return 11 + 2 * seed
 
 
-def vlm_command(out_dir: Path, size: DemoSize, seed: int) -> list[str]:
-    """The toy VLM's training program: one torch thread (its fastest on this box, RECIPE.md), no evaluation."""
+def vlm_command(out_dir: Path, size: DemoSize, seed: int, processes: int = 2) -> list[str]:
+    """The toy VLM's training program, data-parallel over `processes` processes of one torch thread each
+    (`accelerate launch --multi_gpu`, gloo on CPU; `toyworld.vlm.train_toy_vlm`), no evaluation."""
+    launcher = ["--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no"]
+    launcher += ["--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]
+    if processes > 1:
+        launcher = ["--multi_gpu", *launcher, "--main_process_port", str(free_port())]
+    else:
+        launcher = ["--cpu", *launcher]
     return [
         sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launcher,
         "-m",
         "diffusers_sonify.toyworld.vlm",
         "--output_dir",
@@ -691,8 +702,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         ds.save_to_disk(str(corpora / name))
     stage("corpora", t0)
 
-    # 2. Audio encoder, pre-trained on the audio corpus alone, then frozen; the toy VLM trains meanwhile (3.), each
-    # on one of the two cores
+    # 2. Audio encoder, pre-trained on the audio corpus alone, then frozen, on one thread; the toy VLM's two
+    # processes train meanwhile (3.) and have both cores once the encoder is done
     use_vlm = args.describer == "vlm"
     vlm_dir, vlm_cmd = out / "toy_vlm", vlm_command(out / "toy_vlm", size, args.seed)
     vlm_started = time.time()

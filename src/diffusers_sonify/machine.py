@@ -1,9 +1,11 @@
-"""What a measured run says about the machine it ran on (the demo's report, the benchmarks' output)."""
+"""What a measured run says about the machine it ran on (the demo's report, the benchmarks' output), and a free port
+for a data-parallel program's rendezvous on it."""
 
 from __future__ import annotations
 
 import os
 import platform
+import socket
 
 
 def cpu_model() -> str:
@@ -22,3 +24,10 @@ def cpu_summary() -> str:
     """`"<CPU model>, <n> cores"`: the cores this process may use (a container's CPU set, not the host's)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu_model()}, {cores} cores"
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (for `accelerate launch --main_process_port`)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

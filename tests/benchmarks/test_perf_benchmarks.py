@@ -29,6 +29,15 @@ def test_retrieval_benchmark_quick_reports_recall_and_wall_time():
 
 
 @pytest.mark.slow
+def test_toy_vlm_benchmark_quick_times_the_loss_and_the_program_layouts():
+    stdout = run(sys.executable, "benchmarks/toy_vlm.py", "--quick")
+    for layout in ("1 process(es) x 1 thread(s)", "1 process(es) x 2 thread(s)", "2 process(es) x 1 thread(s)"):
+        assert float(re.search(rf"program, {re.escape(layout)}: ([\d.]+) s/step", stdout).group(1)) > 0
+    # a sanity band (the full run records the figure): outside it, the two loss loops are mis-timed
+    assert 0.2 < float(re.search(r"kept logits: ([\d.]+)x faster", stdout).group(1)) < 10
+
+
+@pytest.mark.slow
 def test_train_step_benchmark_quick_reports_the_floor_ratio():
     stdout = run(sys.executable, "benchmarks/train_step.py", "--quick")
     ratio = float(re.search(r"ratio trainer \(train.py step\) / floor: ([\d.]+)", stdout).group(1))

@@ -1,7 +1,9 @@
 """The toy VLM (issue 15): its training target is what the builder's parser reads, it trains and saves a folder the
 builder's `VLMDescriber` loads by path, and the describer scores separate right from wrong answers."""
 
+import dataclasses
 import json
+import os
 
 import pytest
 
@@ -11,6 +13,7 @@ from diffusers_sonify.toyworld.describer import ToySceneDescriber
 from diffusers_sonify.toyworld.vlm import (
     HELD_OUT_SEED,
     ToyVLMConfig,
+    answer_loss,
     evaluate_describer,
     held_out_rows,
     main,
@@ -41,7 +44,7 @@ def test_toy_vlm_tokenizer_shortens_the_fixed_prompt_and_keeps_every_digit_a_tok
     rows = held_out_rows(300)
     answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
     lengths = {}
-    for max_token_length in (0, 16):
+    for max_token_length in (0, 16, 32):
         config = ToyVLMConfig(hidden_size=32, num_hidden_layers=1, max_token_length=max_token_length)
         processor, _ = build_toy_vlm(config, prompt, answers[:200])
         tokenizer = processor.tokenizer
@@ -54,7 +57,43 @@ def test_toy_vlm_tokenizer_shortens_the_fixed_prompt_and_keeps_every_digit_a_tok
             if max_token_length:
                 assert all(len(t) == 1 for t in tokens if any(c.isdigit() for c in t))
                 assert max(len(t) for t in tokens) <= max_token_length
-    assert lengths[16] < 0.5 * lengths[0]
+    assert lengths[32] < lengths[16] < 0.5 * lengths[0]
+
+
+def test_answer_loss_over_kept_logits_is_the_loss_over_all_of_them():
+    import torch
+
+    from diffusers_sonify.sonification.describe import image_prompt, read_prompt
+    from diffusers_sonify.toyworld.vlm import build_toy_vlm
+
+    prompt = read_prompt(default_prompt_file())[0]
+    rows = held_out_rows(6)
+    answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
+    processor, model = build_toy_vlm(ToyVLMConfig(hidden_size=32, num_hidden_layers=1), prompt, answers)
+    model.eval()
+    prefix = processor(images=[[rows[0]["image"]]], text=[image_prompt(processor, prompt)], return_tensors="pt")
+    prefix = prefix["input_ids"][0]
+    targets = [processor.tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+    assert len({len(t) for t in targets}) > 1  # rows of different lengths: right padding is exercised
+    targets[0] = targets[0][:3]  # and a short one
+    images = [r["image"] for r in rows]
+    with torch.no_grad():
+        kept = answer_loss(model, processor, prefix, targets, images)
+        # the same batch through the model's own loss over every position
+        length = len(prefix) + max(map(len, targets))
+        input_ids = torch.full((len(targets), length), processor.tokenizer.pad_token_id)
+        mask = torch.zeros_like(input_ids)
+        nll, count = 0.0, 0
+        for b, target in enumerate(targets):
+            ids = torch.cat([prefix, torch.tensor(target)])
+            input_ids[b, : len(ids)], mask[b, : len(ids)] = ids, 1
+        pixels = processor.image_processor([[image] for image in images], return_tensors="pt")
+        log_probs = model(input_ids=input_ids, attention_mask=mask, **pixels).logits.log_softmax(-1)
+        for b, target in enumerate(targets):  # position p predicts token p + 1
+            for j, token in enumerate(target):
+                nll -= float(log_probs[b, len(prefix) + j - 1, token])
+                count += 1
+    assert float(kept) == pytest.approx(nll / count, rel=1e-5)
 
 
 class _OneRowLate(ToySceneDescriber):
@@ -96,6 +135,44 @@ def test_toy_vlm_trains_and_the_builder_loads_it_by_path(tmp_path):
     out = describer.describe({"image": [r["image"] for r in held_out_rows(4)]})
     assert len(out["skip_reason"]) == 4
     assert all(r is None or r.startswith(("unparsable", "invalid")) for r in out["skip_reason"])  # 24 tokens: cut
+
+
+@pytest.mark.slow
+def test_two_process_training_takes_the_one_process_steps(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU), as the demo runs it: each rank trains on its
+    half of the same global batches with its share of the global token mean, so five steps end where one process's
+    end, to float rounding, and far from where they started."""
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    from diffusers_sonify.demo import QUICK, vlm_command, vlm_image_seed
+    from diffusers_sonify.sonification.describe import read_prompt
+    from diffusers_sonify.toyworld.corpora import image_corpus_rows
+    from diffusers_sonify.toyworld.vlm import build_toy_vlm
+
+    size = dataclasses.replace(QUICK, vlm_steps=5, vlm_train_images=32)
+    tiny = ["--hidden_size", "32", "--num_hidden_layers", "1", "--batch_size", "8", "--warmup_steps", "2"]
+    weights = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        cmd = vlm_command(out, size, seed=0, processes=processes) + tiny
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert json.loads((out / "toy_vlm_training.json").read_text())["processes"] == processes
+        weights[processes] = load_file(out / "model.safetensors")
+    one, two = weights[1], weights[2]
+    assert one.keys() == two.keys()
+    gap = max(float((one[k] - two[k]).abs().max()) for k in one)
+    # the initial weights, rebuilt as `train_toy_vlm` builds them: how far five steps moved them
+    rows = image_corpus_rows(size.vlm_train_images, seed=vlm_image_seed(0))
+    answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
+    config = ToyVLMConfig(hidden_size=32, num_hidden_layers=1)
+    start = build_toy_vlm(config, read_prompt(default_prompt_file())[0], answers)[1].state_dict()
+    moved = max(float((one[k] - start[k]).abs().max()) for k in one)
+    assert moved > 1e-3 and gap < 1e-5, (moved, gap)
 
 
 def test_builder_pairing_scores_the_metadata_describer_as_pairing_everything(tmp_path):

@@ -13,7 +13,9 @@ import soundfile as sf
 import torch
 import yaml
 from safetensors.torch import load_file
-from train_helpers import free_port, launch
+from train_helpers import launch
+
+from diffusers_sonify.machine import free_port
 
 pytestmark = pytest.mark.slow  # accelerate launch: about 15 s per run
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,12 +36,6 @@ def scene(i: int, size: int = 40) -> PIL.Image.Image:
 def sound(i: int, seconds: float = 1.5) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     return (0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t)).astype(np.float32)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(launcher_args: list[str], script_args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:

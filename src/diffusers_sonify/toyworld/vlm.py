@@ -7,6 +7,9 @@ generation, JSON parsing and repair). [`evaluate_describer`] scores any describe
 scene metadata, so the trained VLM and the metadata describer (`ToySceneDescriber`) are compared on the same rows.
 
     python -m diffusers_sonify.toyworld.vlm --output_dir outputs/toy-vlm   # trains, saves, prints the metrics
+    # data-parallel over two processes of one thread each (gloo on CPU), as the demo runs it:
+    accelerate launch --multi_gpu --num_processes 2 --num_cpu_threads_per_process 1 \\
+        -m diffusers_sonify.toyworld.vlm --output_dir outputs/toy-vlm --threads 1
 """
 
 from __future__ import annotations
@@ -50,10 +53,11 @@ class ToyVLMConfig:
     hidden_size: int = 128
     num_hidden_layers: int = 3
     vocab_size: int = 1024
-    # tokens may span words up to this many characters: the prompt with a 16-token image is 128 tokens instead of
-    # 313, an answer about 24 instead of 69, a training step costs about a third (toyworld/RECIPE.md); 0: merges
-    # within words
-    max_token_length: int = 16
+    # tokens may span words up to this many characters; 0: merges within words. 16 made the prompt (16-token image)
+    # 128 tokens instead of 313 and an answer about 24 instead of 69; 32 makes the prompt (64-token image) 137
+    # tokens instead of 176 and an answer 14 instead of 25, with answers as good; 64 and 128 shorten them further
+    # but learn worse answers in the same steps (toyworld/RECIPE.md, "Toy VLM v4")
+    max_token_length: int = 32
     # image tokens per render: (32 / 4 / scale_factor) ** 2 after Idefics3's pixel-shuffle connector; 64 tokens
     # (scale factor 1) read sizes much better than 16 (prominence Spearman 0.68 vs 0.43, RECIPE.md run B)
     scale_factor: int = 1
@@ -91,16 +95,60 @@ def build_toy_vlm(config: ToyVLMConfig, prompt: str, answers: list[str]):
     )
 
 
+def answer_loss(
+    model, processor, prefix: torch.Tensor, targets: list[list[int]], images: list, num_items: float | None = None
+) -> torch.Tensor:
+    """Teacher-forced loss of one batch: each row is `prefix` (image tokens and the describe prompt, the same for
+    every render) followed by its target ids, right-padded; the loss is the mean over target tokens, or their sum
+    divided by `num_items` (a data-parallel rank's share of a global batch's mean).
+
+    Logits are computed only where a target token is predicted (from the prefix's last position on): the language
+    model head over the whole prompt was a tenth of a step, and the loss is the same."""
+    length = len(prefix) + max(map(len, targets))
+    input_ids = torch.full((len(targets), length), processor.tokenizer.pad_token_id)
+    labels = torch.full_like(input_ids, -100)
+    attention_mask = torch.zeros_like(input_ids)
+    for b, target in enumerate(targets):
+        end = len(prefix) + len(target)
+        input_ids[b, : len(prefix)] = prefix
+        input_ids[b, len(prefix) : end] = torch.tensor(target)
+        labels[b, len(prefix) : end] = torch.tensor(target)
+        attention_mask[b, :end] = 1
+    pixels = processor.image_processor([[image] for image in images], return_tensors="pt")
+    keep = length - len(prefix) + 1
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        pixel_values=pixels["pixel_values"],
+        pixel_attention_mask=pixels["pixel_attention_mask"],
+        labels=labels[:, -keep:],  # the model's causal-LM loss shifts them by one against the kept logits
+        logits_to_keep=keep,
+        num_items_in_batch=num_items,
+    ).loss
+
+
 def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None = None, log=print) -> dict:
     """Train the toy VLM on `config.train_images` renders to answer the describe prompt, save it to `output_dir`
     (loadable by `AutoProcessor` / `AutoModelForImageTextToText`), and return the training record.
 
     Teacher forcing: the prompt (image tokens + the builder's describe prompt through the chat template) is the
     prefix, the loss covers the answer tokens and the end-of-utterance token only.
+
+    Data-parallel under `accelerate launch --multi_gpu --num_processes N` (on CPU: N processes, gloo): every rank
+    draws the same global batch of `config.batch_size` renders and trains on its share, each rank's loss is its
+    answer tokens' sum over the global batch's token count (times N, which DDP's gradient mean divides out), so the
+    objective, the batches and the schedule are one process's; the main process saves and returns the record, the
+    others return `{}`.
     """
+    from accelerate import Accelerator
+
     from ..sonification.config import default_prompt_file
     from ..sonification.describe import image_prompt, read_prompt
 
+    accelerator = Accelerator(cpu=True)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes; use a multiple.")
     prompt, prompt_version = read_prompt(prompt_file or default_prompt_file())
     rows = list(image_corpus_rows(config.train_images, seed=config.image_seed))
     answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
@@ -117,40 +165,33 @@ def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None
     def lr_factor(step: int) -> float:  # linear warm-up, cosine decay to 0
         return min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
 
+    # the scheduler is not prepared: accelerate's wrapper would step it once per process
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    model, optimizer = accelerator.prepare(model, optimizer)
     rng = np.random.default_rng(config.seed)
     model.train()
     losses, start = [], time.perf_counter()
     for step in range(config.steps):
         batch = rng.choice(len(rows), config.batch_size, replace=False)
-        length = len(prefix) + max(len(targets[i]) for i in batch)
-        input_ids = torch.full((len(batch), length), tokenizer.pad_token_id)
-        labels = torch.full_like(input_ids, -100)
-        attention_mask = torch.zeros_like(input_ids)
-        for b, i in enumerate(batch):
-            target = torch.tensor(targets[i])
-            end = len(prefix) + len(target)
-            input_ids[b, : len(prefix)] = prefix
-            input_ids[b, len(prefix) : end] = target
-            labels[b, len(prefix) : end] = target
-            attention_mask[b, :end] = 1
-        pixels = processor.image_processor([[rows[i]["image"]] for i in batch], return_tensors="pt")
-        loss = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            pixel_values=pixels["pixel_values"],
-            pixel_attention_mask=pixels["pixel_attention_mask"],
-            labels=labels,
-        ).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        num_items = sum(len(targets[i]) for i in batch) / world
+        mine = batch[rank::world]
+        loss = answer_loss(
+            model, processor, prefix, [targets[i] for i in mine], [rows[i]["image"] for i in mine], num_items
+        )
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if log and (step % 100 == 0 or step == config.steps - 1):
-            log(f"toy VLM step {step}: loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
+        losses.append(accelerator.reduce(loss.detach(), "mean").item())
+        if log and accelerator.is_main_process and (step % 100 == 0 or step == config.steps - 1):
+            log(f"toy VLM step {step}: loss {losses[-1]:.4f} ({time.perf_counter() - start:.0f} s)")
+    model = accelerator.unwrap_model(model)
     model.eval()
+    train_seconds = time.perf_counter() - start
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return {}
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     processor.save_pretrained(output_dir)
     model.save_pretrained(output_dir)
@@ -159,7 +200,8 @@ def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None
         "prompt_version": prompt_version,
         "prompt_tokens": len(prefix),
         "params": sum(p.numel() for p in model.parameters()),
-        "train_seconds": time.perf_counter() - start,
+        "processes": world,
+        "train_seconds": train_seconds,
         "final_loss": float(np.mean(losses[-20:])),
     }
     (Path(output_dir) / "toy_vlm_training.json").write_text(json.dumps(record, indent=1))
@@ -289,7 +331,7 @@ def main(argv=None) -> dict:
     if args["image_seed"] == HELD_OUT_SEED:
         p.error(f"--image_seed {HELD_OUT_SEED} is the held-out renders' seed; train on renders of another seed.")
     record = train_toy_vlm(ToyVLMConfig(**args), output_dir)
-    if not eval_images:
+    if not record or not eval_images:  # not the main process, or train only
         return record
     load_vlm.cache_clear()
     rows = held_out_rows(eval_images)
