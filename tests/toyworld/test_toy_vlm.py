@@ -141,9 +141,12 @@ def test_toy_vlm_trains_and_the_builder_loads_it_by_path(tmp_path):
 def test_two_process_training_takes_the_one_process_steps(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU), as the demo runs it: each rank trains on its
     half of the same global batches with its share of the global token mean, so five steps end where one process's
-    end, to float rounding, and far from where they started."""
+    end, to float rounding, and far from where they started. Adam's first steps follow the sign of each gradient, so
+    a component whose gradient is float noise around zero may step apart on another CPU: the weights are compared
+    by the fraction that differ, not by the largest difference."""
     import subprocess
 
+    import torch
     from safetensors.torch import load_file
 
     from diffusers_sonify.demo import QUICK, vlm_command, vlm_image_seed
@@ -165,14 +168,15 @@ def test_two_process_training_takes_the_one_process_steps(tmp_path):
         weights[processes] = load_file(out / "model.safetensors")
     one, two = weights[1], weights[2]
     assert one.keys() == two.keys()
-    gap = max(float((one[k] - two[k]).abs().max()) for k in one)
+    gap = torch.cat([(one[k] - two[k]).abs().flatten() for k in one])
     # the initial weights, rebuilt as `train_toy_vlm` builds them: how far five steps moved them
     rows = image_corpus_rows(size.vlm_train_images, seed=vlm_image_seed(0))
     answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
     config = ToyVLMConfig(hidden_size=32, num_hidden_layers=1)
     start = build_toy_vlm(config, read_prompt(default_prompt_file())[0], answers)[1].state_dict()
-    moved = max(float((one[k] - start[k]).abs().max()) for k in one)
-    assert moved > 1e-3 and gap < 1e-5, (moved, gap)
+    moved = torch.cat([(one[k] - start[k]).abs().flatten() for k in one])
+    apart = float((gap > 1e-5).float().mean())
+    assert float((moved > 1e-4).float().mean()) > 0.5 and apart < 1e-3, apart
 
 
 def test_builder_pairing_scores_the_metadata_describer_as_pairing_everything(tmp_path):
