@@ -30,9 +30,9 @@ from _machine import cpu_model
 
 from diffusers_sonify.demo import DemoSize, vlm_command
 from diffusers_sonify.sonification.config import default_prompt_file
-from diffusers_sonify.sonification.describe import image_prompt, read_prompt
+from diffusers_sonify.sonification.describe import read_prompt
 from diffusers_sonify.toyworld.corpora import image_corpus_rows
-from diffusers_sonify.toyworld.vlm import ToyVLMConfig, answer_loss, build_toy_vlm, vlm_answer
+from diffusers_sonify.toyworld.vlm import ToyVLMConfig, answer_loss, answer_tokens, build_toy_vlm, vlm_answer
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1}
 
@@ -44,26 +44,12 @@ def time_losses(config: ToyVLMConfig, steps: int) -> dict[str, float]:
     rows = list(image_corpus_rows(200, seed=config.image_seed))
     answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
     processor, model = build_toy_vlm(config, prompt, answers)
-    prefix = processor(images=[[rows[0]["image"]]], text=[image_prompt(processor, prompt)], return_tensors="pt")
-    prefix = prefix["input_ids"][0]
-    eos = processor.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
-    targets = [processor.tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
+    prefix, targets = answer_tokens(processor, prompt, rows[0]["image"], answers)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     rng = np.random.default_rng(0)
 
     def every_position(batch_targets, images):
-        length = len(prefix) + max(map(len, batch_targets))
-        input_ids = torch.full((len(batch_targets), length), processor.tokenizer.pad_token_id)
-        labels, mask = torch.full_like(input_ids, -100), torch.zeros_like(input_ids)
-        for b, target in enumerate(batch_targets):
-            ids = torch.cat([prefix, torch.tensor(target)])
-            input_ids[b, : len(ids)], mask[b, : len(ids)], labels[b, len(prefix) : len(ids)] = (
-                ids,
-                1,
-                ids[len(prefix) :],
-            )
-        pixels = processor.image_processor([[image] for image in images], return_tensors="pt")
-        return model(input_ids=input_ids, attention_mask=mask, labels=labels, **pixels).loss
+        return answer_loss(model, processor, prefix, batch_targets, images, all_logits=True)
 
     def kept(batch_targets, images):
         return answer_loss(model, processor, prefix, batch_targets, images)

@@ -95,15 +95,33 @@ def build_toy_vlm(config: ToyVLMConfig, prompt: str, answers: list[str]):
     )
 
 
+def answer_tokens(processor, prompt: str, image, answers: list[str]) -> tuple[torch.Tensor, list[list[int]]]:
+    """`(prefix, targets)` for teacher forcing: the ids of the image tokens and the describe prompt through the chat
+    template (the same for every render; `image` sets the image-token count), and each answer's ids followed by the
+    end-of-utterance token."""
+    from ..sonification.describe import image_prompt
+
+    prefix = processor(images=[[image]], text=[image_prompt(processor, prompt)], return_tensors="pt")["input_ids"][0]
+    eos = processor.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    return prefix, [processor.tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
+
+
 def answer_loss(
-    model, processor, prefix: torch.Tensor, targets: list[list[int]], images: list, num_items: float | None = None
+    model,
+    processor,
+    prefix: torch.Tensor,
+    targets: list[list[int]],
+    images: list,
+    num_items: float | None = None,
+    all_logits: bool = False,
 ) -> torch.Tensor:
     """Teacher-forced loss of one batch: each row is `prefix` (image tokens and the describe prompt, the same for
     every render) followed by its target ids, right-padded; the loss is the mean over target tokens, or their sum
     divided by `num_items` (a data-parallel rank's share of a global batch's mean).
 
     Logits are computed only where a target token is predicted (from the prefix's last position on): the language
-    model head over the whole prompt was a tenth of a step, and the loss is the same."""
+    model head over the whole prompt was a tenth of a step, and the loss is the same. `all_logits=True` computes them
+    at every position (the model's plain causal-LM loss; `benchmarks/toy_vlm.py` times the two)."""
     length = len(prefix) + max(map(len, targets))
     input_ids = torch.full((len(targets), length), processor.tokenizer.pad_token_id)
     labels = torch.full_like(input_ids, -100)
@@ -115,13 +133,13 @@ def answer_loss(
         labels[b, len(prefix) : end] = torch.tensor(target)
         attention_mask[b, :end] = 1
     pixels = processor.image_processor([[image] for image in images], return_tensors="pt")
-    keep = length - len(prefix) + 1
+    keep = 0 if all_logits else length - len(prefix) + 1  # 0: every position
     return model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         pixel_values=pixels["pixel_values"],
         pixel_attention_mask=pixels["pixel_attention_mask"],
-        labels=labels[:, -keep:],  # the model's causal-LM loss shifts them by one against the kept logits
+        labels=labels[:, -keep:],  # the model's causal-LM loss shifts them by one against the kept logits (-0: all)
         logits_to_keep=keep,
         num_items_in_batch=num_items,
     ).loss
@@ -143,7 +161,7 @@ def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None
     from accelerate import Accelerator
 
     from ..sonification.config import default_prompt_file
-    from ..sonification.describe import image_prompt, read_prompt
+    from ..sonification.describe import read_prompt
 
     accelerator = Accelerator(cpu=True)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -153,11 +171,7 @@ def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None
     rows = list(image_corpus_rows(config.train_images, seed=config.image_seed))
     answers = [vlm_answer(r["objects"], r["setting"], r["space"]) for r in rows]
     processor, model = build_toy_vlm(config, prompt, answers[:500])
-    tokenizer = processor.tokenizer
-    prefix = processor(images=[[rows[0]["image"]]], text=[image_prompt(processor, prompt)], return_tensors="pt")
-    prefix = prefix["input_ids"][0]
-    eos = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
-    targets = [tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
+    prefix, targets = answer_tokens(processor, prompt, rows[0]["image"], answers)
 
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
