@@ -28,6 +28,17 @@ def test_retrieval_benchmark_quick_reports_recall_and_wall_time():
     assert re.search(r"faiss-ivf wall [\d.]+ s .*goal <= 15 min", stdout)
 
 
+def test_parser_benchmark_quick_times_both_shape_searches():
+    stdout = run(sys.executable, "benchmarks/parser.py", "--quick")
+    results = json.loads(stdout.strip().splitlines()[-1])
+    assert set(results) == {"renders", "blurred and grained renders", "colour blobs"}
+    for kind, r in results.items():
+        assert r["objects"] > 0 and r["ms_per_object_slid"] > 0 and r["ms_per_object_redrawn"] > 0, kind
+        # the two searches find the same shapes to the rasteriser's rounding (the test of the search is in
+        # tests/toyworld; this is the benchmark's own report of it)
+        assert r["same_shape"] >= 0.9 and r["max_overlap_difference"] < 0.02, kind
+
+
 @pytest.mark.slow
 def test_toy_vlm_benchmark_quick_times_the_loss_and_the_program_layouts():
     stdout = run(sys.executable, "benchmarks/toy_vlm.py", "--quick")

@@ -6,9 +6,10 @@ import numpy as np
 import PIL.Image
 import PIL.ImageFilter
 import pytest
+from scipy import ndimage
 
 from diffusers_sonify.toyworld import CLASS_NAMES, parse_scene, render_scene, sample_scene
-from diffusers_sonify.toyworld.parser import DEFAULT_MIN_AREA, match_shape
+from diffusers_sonify.toyworld.parser import DEFAULT_MIN_AREA, match_shape, overlaps_by_redrawing
 from diffusers_sonify.toyworld.render import SHAPE_NAMES, icon_coverage
 from diffusers_sonify.toyworld.world import CLASS_BY_NAME
 
@@ -128,6 +129,34 @@ def test_match_shape_prefers_the_drawn_outline():
         match_shape(np.zeros((32, 32)), 16, 16, 0.0)
     with pytest.raises(ValueError, match="Unknown icon shape"):
         icon_coverage("star", 16, 16, 5, (32, 32))
+
+
+def test_match_shape_equals_the_search_over_redrawn_outlines():
+    """`match_shape` draws each outline once and slides it; it finds what redrawing every shifted outline finds, to
+    the rasteriser's rounding: icons (large ones, ones clipped by the border, blurred ones) and shapeless blobs."""
+    rng = np.random.default_rng(3)
+    regions = []
+    for shape in SHAPE_NAMES:
+        for x, y, r in ((16.2, 15.7, 9.5), (1.3, 30.4, 6.0), (rng.uniform(5, 27), rng.uniform(5, 27), 3.0)):
+            coverage = icon_coverage(shape, x, y, r, (32, 32))
+            drawn = shape if r < 9 and x > 2 else None  # the big one and the cornered one are clipped
+            regions.append((drawn, coverage))
+            regions.append((drawn, ndimage.gaussian_filter(coverage, 0.7) * (coverage > 0)))
+    bar = np.zeros((32, 32), np.float32)
+    bar[20, 6:18] = 1.0  # a thin bar: every outline of its area reaches far above and below it
+    regions.append((None, bar))
+    for _ in range(6):
+        blob = ndimage.gaussian_filter(rng.random((32, 32)), 1.5) > 0.53
+        blob = ndimage.label(blob)[0] == 1
+        regions.append((None, blob.astype(np.float32) * rng.uniform(0.5, 1.0, (32, 32))))
+    for drawn, coverage in regions:
+        ys, xs = np.nonzero(coverage)
+        x, y, area = xs.mean() + 0.5, ys.mean() + 0.5, float(len(xs))
+        found, iou = match_shape(coverage, x, y, area)
+        reference = overlaps_by_redrawing(coverage, x, y, area)
+        assert abs(iou - reference[found]) < 0.02 and reference[found] > max(reference.values()) - 0.02
+        if drawn is not None:
+            assert found == drawn
 
 
 def test_object_count_on_renders(rendered):

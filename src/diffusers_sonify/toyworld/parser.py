@@ -17,7 +17,7 @@ import numpy as np
 import PIL.Image
 from scipy import ndimage
 
-from .render import SHAPE_NAMES, icon_coverage
+from .render import SHAPE_NAMES, SUPERSAMPLE, draw_icon, icon_coverage
 from .world import CLASS_NAMES, CLASSES
 
 MIN_SATURATION = 0.45  # backgrounds stay below ~0.3, icons are above ~0.85
@@ -26,8 +26,10 @@ ICON_CHROMA = 0.78  # chroma of a fully covered icon pixel (the class colours: 0
 DEFAULT_MIN_AREA = 6  # pixels; the smallest icon covers ~20 px at 32x32
 INDOOR_MAX_VALUE = 0.52  # background brightness: rooms are dark (~0.25), outdoors bright (~0.85)
 # shape search around an object's centroid and equal-area radius: clipped or blurred icons shift both a little
-_SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+_SHIFT_SUBPIXELS = (-4, -2, 0, 2, 4)  # whole supersampled pixels: one drawing slides to each (`match_shape`)
+_SHIFTS = tuple(k / SUPERSAMPLE for k in _SHIFT_SUBPIXELS)  # -1 .. 1 pixel
 _SCALES = (0.85, 1.0, 1.15)
+_REACH = 1.56  # farthest icon vertex from its centre, in radii (the triangle's apex; the others reach <= 1.26)
 _CLASS_HUES = np.array([colorsys.rgb_to_hsv(*(np.array(c.colour) / 255.0))[0] for c in CLASSES])
 
 
@@ -129,19 +131,17 @@ def parse_scene(image, min_area: int = DEFAULT_MIN_AREA) -> ParsedScene:
     if min_area < 1:
         raise ValueError(f"`min_area` must be >= 1 pixel, got {min_area}.")
     arr = _to_array(image)
-    cmax, cmin = arr.max(-1), arr.min(-1)
-    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
-    delta = np.maximum(cmax - cmin, 1e-6)
-    hue = np.where(cmax == r, ((g - b) / delta) % 6, np.where(cmax == g, (b - r) / delta + 2, (r - g) / delta + 4)) / 6
-    is_object = _object_pixels(arr)
-    dist = np.abs(hue[..., None] - _CLASS_HUES)
-    dist = np.minimum(dist, 1 - dist)
-    label = dist.argmin(-1)
+    label, is_object = _class_labels(arr)
     areas = {name: int(((label == k) & is_object).sum()) for k, name in enumerate(CLASS_NAMES)}
     present = sorted((n for n, a in areas.items() if a >= min_area), key=lambda n: -areas[n])
+    cmax = arr.max(-1)
     bg = cmax[~is_object] if (~is_object).sum() >= 8 else cmax.ravel()
     value = float(np.median(bg))
-    objects = _objects(label, is_object, np.clip((cmax - cmin) / ICON_CHROMA, 0.0, 1.0), min_area)
+    objects = [
+        ParsedObject(name, area, x, y, *match_shape(coverage, x, y, area))
+        for name, coverage, x, y, area in _regions(arr, label, is_object, min_area)
+    ]
+    objects.sort(key=lambda o: -o.area)
     return ParsedScene(
         areas,
         present,
@@ -152,9 +152,21 @@ def parse_scene(image, min_area: int = DEFAULT_MIN_AREA) -> ParsedScene:
     )
 
 
-def _objects(label: np.ndarray, is_object: np.ndarray, coverage: np.ndarray, min_area: int) -> list[ParsedObject]:
-    """Connected regions of one hue (8-connected), each with its best-matching icon shape, largest first."""
-    out = []
+def _class_labels(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest class hue of every pixel, and which pixels are saturated enough to be an object."""
+    cmax, cmin = arr.max(-1), arr.min(-1)
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+    delta = np.maximum(cmax - cmin, 1e-6)
+    hue = np.where(cmax == r, ((g - b) / delta) % 6, np.where(cmax == g, (b - r) / delta + 2, (r - g) / delta + 4)) / 6
+    dist = np.abs(hue[..., None] - _CLASS_HUES)
+    dist = np.minimum(dist, 1 - dist)
+    return dist.argmin(-1), _object_pixels(arr)
+
+
+def _regions(arr: np.ndarray, label: np.ndarray, is_object: np.ndarray, min_area: int):
+    """Connected regions of one hue (8-connected) of at least `min_area` pixels: `(class name, coverage, x, y,
+    area)`, the coverage being the pixels' chroma (1 on a fully covered icon pixel) around the region, 0 elsewhere."""
+    chroma = np.clip((arr.max(-1) - arr.min(-1)) / ICON_CHROMA, 0.0, 1.0)
     for k, name in enumerate(CLASS_NAMES):
         regions, n = ndimage.label((label == k) & is_object, structure=np.ones((3, 3)))
         for j in range(1, n + 1):
@@ -165,9 +177,14 @@ def _objects(label: np.ndarray, is_object: np.ndarray, coverage: np.ndarray, min
             ys, xs = np.nonzero(mask)
             x, y = float(xs.mean()) + 0.5, float(ys.mean()) + 0.5  # pixel centres
             near = ndimage.binary_dilation(mask, structure=np.ones((3, 3)), iterations=2)
-            shape, iou = match_shape(coverage * near, x, y, area)
-            out.append(ParsedObject(name, area, x, y, shape, iou))
-    return sorted(out, key=lambda o: -o.area)
+            yield name, chroma * near, x, y, area
+
+
+def shape_regions(image, min_area: int = DEFAULT_MIN_AREA) -> list[tuple[str, np.ndarray, float, float, int]]:
+    """The regions [`parse_scene`] names a shape for, as [`match_shape`] receives them: `(class name, coverage,
+    x, y, area)` per object (`benchmarks/parser.py` times the shape search on them)."""
+    arr = _to_array(image)
+    return list(_regions(arr, *_class_labels(arr), min_area))
 
 
 def match_shape(coverage: np.ndarray, x: float, y: float, area: float) -> tuple[str, float]:
@@ -185,16 +202,59 @@ def match_shape(coverage: np.ndarray, x: float, y: float, area: float) -> tuple[
     if area <= 0 or not coverage.any():
         raise ValueError("The region is empty; pass a region with at least one covered pixel.")
     radius = np.sqrt(area / np.pi)
+    # Each outline is drawn once per scale, supersampled, on a canvas around the object, and slid to every shift:
+    # the shifts are whole supersampled pixels, so a shifted window of one drawing is the shifted drawing (to within
+    # the rasteriser's rounding of a few edge subpixels; 18 drawings per object instead of 450, ~10x faster). The
+    # window holds the region and every outline's reach (clipped to the image, as the renderer clips), so the
+    # overlap over it is the overlap over the whole image.
+    s, h, w = SUPERSAMPLE, *coverage.shape
+    steps = _SHIFT_SUBPIXELS
+    margin = max(abs(k) for k in steps)
+    reach = int(np.ceil(radius * max(_SCALES) * _REACH + max(abs(d) for d in _SHIFTS))) + 1
+    ys, xs = np.nonzero(coverage)
+    y0, y1 = max(0, min(int(y) - reach, ys.min())), min(h, max(int(y) + reach + 1, ys.max() + 1))
+    x0, x1 = max(0, min(int(x) - reach, xs.min())), min(w, max(int(x) + reach + 1, xs.max() + 1))
+    window = coverage[y0:y1, x0:x1]
+    ch, cw = window.shape
+    # pixel i of the outline moved by k supersampled pixels is the drawing's block starting at margin - k + i * s
+    ys0 = np.add.outer([margin - k for k in steps], np.arange(ch) * s)  # (shift, ch)
+    xs0 = np.add.outer([margin - k for k in steps], np.arange(cw) * s)  # (shift, cw)
+    a, b = ys0[None, :, :, None], xs0[:, None, None, :]
+    cx, cy = (x - x0) * s + margin, (y - y0) * s + margin
     best, best_iou = SHAPE_NAMES[0], -1.0
+    for shape in SHAPE_NAMES:
+        for scale in _SCALES:
+            canvas = draw_icon(shape, cx, cy, radius * scale * s, (ch * s + 2 * margin, cw * s + 2 * margin))
+            # block sums of every shift from one integral image: (shift x, shift y, ch, cw)
+            total = np.zeros((canvas.shape[0] + 1, canvas.shape[1] + 1))
+            total[1:, 1:] = canvas.cumsum(0, dtype=np.float64).cumsum(1)
+            blocks = total[a + s, b + s] - total[a, b + s] - total[a + s, b] + total[a, b]
+            templates = blocks / (s * s)
+            ious = np.minimum(templates, window).sum((-2, -1)) / np.maximum(templates, window).sum((-2, -1))
+            iou = float(ious.max())
+            if iou > best_iou:
+                best, best_iou = shape, iou
+    return best, best_iou
+
+
+def overlaps_by_redrawing(coverage: np.ndarray, x: float, y: float, area: float) -> dict[str, float]:
+    """The search [`match_shape`] makes, written out the slow way: each shifted, scaled outline redrawn on the whole
+    image with `render.icon_coverage` (450 drawings per object). The reference its tests and
+    `benchmarks/parser.py` compare it with.
+
+    Returns:
+        `dict` shape name -> the best overlap (soft IoU) any of its outlines reaches.
+    """
+    radius = np.sqrt(area / np.pi)
+    best = {}
     for shape in SHAPE_NAMES:
         for scale in _SCALES:
             for dx in _SHIFTS:
                 for dy in _SHIFTS:
                     template = icon_coverage(shape, x + dx, y + dy, radius * scale, coverage.shape)
                     iou = float(np.minimum(template, coverage).sum() / np.maximum(template, coverage).sum())
-                    if iou > best_iou:
-                        best, best_iou = shape, iou
-    return best, best_iou
+                    best[shape] = max(best.get(shape, -1.0), iou)
+    return best
 
 
 def _background_noise(arr: np.ndarray, is_object: np.ndarray) -> float:

@@ -62,19 +62,31 @@ def icon_coverage(shape: str, x: float, y: float, radius: float, size: tuple[int
     Returns:
         `np.ndarray` `(height, width)` float32 in [0, 1].
     """
+    h, w = size
+    s = SUPERSAMPLE
+    canvas = draw_icon(shape, x * s, y * s, radius * s, (h * s, w * s))
+    return canvas.reshape(h, s, w, s).mean(axis=(1, 3))
+
+
+def draw_icon(shape: str, cx: float, cy: float, r: float, size: tuple[int, int]) -> np.ndarray:
+    """An icon drawn at full strength on a blank canvas, in the canvas's own pixels (no supersampling).
+
+    [`icon_coverage`] is this at `SUPERSAMPLE` times the output grid, averaged back down; the parser draws on a
+    small supersampled canvas around one object and slides it to try shifted outlines.
+
+    Returns:
+        `np.ndarray` `size` = `(height, width)` float32, 1 inside the icon and 0 outside.
+    """
     if shape not in SHAPE_NAMES:
         raise ValueError(f"Unknown icon shape {shape!r}; expected one of {SHAPE_NAMES}.")
-    h, w = size
-    s, k = SUPERSAMPLE, SUPERSAMPLE
-    canvas = PIL.Image.new("L", (w * s, h * s), 0)
+    canvas = PIL.Image.new("L", (size[1], size[0]), 0)
     draw = PIL.ImageDraw.Draw(canvas)
-    cx, cy, r = x * k, y * k, radius * k
     poly = _polygon(shape, cx, cy, r)
     if poly is None:
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
     else:
         draw.polygon(poly, fill=1)
-    return np.asarray(canvas, dtype=np.float32).reshape(h, s, w, s).mean(axis=(1, 3))
+    return np.asarray(canvas, dtype=np.float32)
 
 
 def render_scene(objects: list[dict], setting: str, size: int = IMAGE_SIZE, return_labels: bool = False):
