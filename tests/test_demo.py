@@ -268,7 +268,7 @@ def test_recorded_full_demo_run_meets_the_issue15_bars():
 
 
 def test_recorded_vlm_chain_run_is_complete_and_honest():
-    """docs/demo_vlm/: a full `--describer vlm` run (RECIPE.md d13); its report's verdicts follow the bars."""
+    """docs/demo_vlm/: a full `--describer vlm` run (RECIPE.md d15); its report's verdicts follow the bars."""
     folder = REPO / "docs" / "demo_vlm"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert REQUIRED_KEYS <= set(metrics) and metrics["quick"] is False and metrics["num_eval_images"] >= 200
@@ -280,7 +280,7 @@ def test_recorded_vlm_chain_run_is_complete_and_honest():
         met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
         assert metrics["bars_met"][key] == met, key
         assert f"| {key} | {metrics[key]:.3f} |" in report
-    # what the trained VLM already meets (RECIPE.md d13): every describer bar, and pairing with its descriptions
+    # what the trained VLM already meets (RECIPE.md d15): every describer bar, and pairing with its descriptions
     missed = {k: metrics[k] for k in [*VLM_BARS, "pairing_accuracy"] if not metrics["bars_met"][k]}
     assert not missed, f"the recorded VLM chain misses describer bars: {missed}"
     for name in re.findall(r"\]\(([^)]+\.png)\)", report):

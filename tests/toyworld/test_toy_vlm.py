@@ -116,7 +116,7 @@ def test_describer_scores_separate_right_from_wrong_answers():
 
 @pytest.mark.slow
 def test_toy_vlm_trains_and_the_builder_loads_it_by_path(tmp_path):
-    # 60 steps: the default learning rate (tuned for 1,200) is too slow to learn the answers' form in 60
+    # 60 steps: the default learning rate (tuned for 1,000-1,200) is too slow to learn the answers' form in 60
     config = ToyVLMConfig(
         hidden_size=64,
         num_hidden_layers=2,
