@@ -59,9 +59,9 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took in the last measured full runs (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9; the
-# VLM stage from d14, `--describer vlm`, on a box that trained the diffusion model 1.8x slower than d11's; the
+# VLM stage from d15, `--describer vlm`, on a box that trained the diffusion model 1.5x slower than d11's; the
 # evaluation scaled by the faster shape search, 255 -> 173 s on d14's model); printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 162, "build": 48, "train": 509, "evaluate": 108}
+STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 110, "build": 48, "train": 509, "evaluate": 108}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
