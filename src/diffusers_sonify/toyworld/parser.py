@@ -208,18 +208,17 @@ def match_shape(coverage: np.ndarray, x: float, y: float, area: float) -> tuple[
     # window holds the region and every outline's reach (clipped to the image, as the renderer clips), so the
     # overlap over it is the overlap over the whole image.
     s, h, w = SUPERSAMPLE, *coverage.shape
-    steps = _SHIFT_SUBPIXELS
-    margin = max(abs(k) for k in steps)
-    reach = int(np.ceil(radius * max(_SCALES) * _REACH + max(abs(d) for d in _SHIFTS))) + 1
+    margin = max(abs(k) for k in _SHIFT_SUBPIXELS)  # the largest shift, in supersampled pixels
+    reach = int(np.ceil(radius * max(_SCALES) * _REACH + margin / s)) + 1
     ys, xs = np.nonzero(coverage)
     y0, y1 = max(0, min(int(y) - reach, ys.min())), min(h, max(int(y) + reach + 1, ys.max() + 1))
     x0, x1 = max(0, min(int(x) - reach, xs.min())), min(w, max(int(x) + reach + 1, xs.max() + 1))
     window = coverage[y0:y1, x0:x1]
     ch, cw = window.shape
     # pixel i of the outline moved by k supersampled pixels is the drawing's block starting at margin - k + i * s
-    ys0 = np.add.outer([margin - k for k in steps], np.arange(ch) * s)  # (shift, ch)
-    xs0 = np.add.outer([margin - k for k in steps], np.arange(cw) * s)  # (shift, cw)
-    a, b = ys0[None, :, :, None], xs0[:, None, None, :]
+    starts = margin - np.array(_SHIFT_SUBPIXELS)
+    a = np.add.outer(starts, np.arange(ch) * s)[None, :, :, None]  # (1, shift y, ch, 1)
+    b = np.add.outer(starts, np.arange(cw) * s)[:, None, None, :]  # (shift x, 1, 1, cw)
     cx, cy = (x - x0) * s + margin, (y - y0) * s + margin
     best, best_iou = SHAPE_NAMES[0], -1.0
     for shape in SHAPE_NAMES:
