@@ -273,7 +273,14 @@ def main(argv: list[str] | None = None) -> None:
                     cond = torch.cat([text, cond], dim=1)  # text tokens first, as in the pipeline
                 noise = tu.training_noise(latents.shape, gen, cfg.noise_offset).to(device)
                 num_timesteps = noise_scheduler.config.num_train_timesteps
-                t = torch.randint(0, num_timesteps, (latents.shape[0],), generator=gen).to(device)
+                t = tu.sample_timesteps(
+                    latents.shape[0],
+                    num_timesteps,
+                    gen,
+                    cfg.timestep_sampling,
+                    cfg.timestep_logit_mean,
+                    cfg.timestep_logit_std,
+                ).to(device)
                 noisy = noise_scheduler.add_noise(latents, noise, t)
                 pred = c["unet"](noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
                 target = tu.training_target(noise_scheduler, latents, noise, t)

@@ -18,6 +18,7 @@ from .config_loading import load_mapping, parse_config_args, require_positive
 
 ADAPTER_INPUT_TYPES = ("pooled", "hidden_states", "both")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 # diffusers.optimization.SchedulerType values (a test keeps them equal; importing diffusers here would cost seconds)
 LR_SCHEDULERS = (
     "linear",
@@ -168,6 +169,11 @@ class TrainingConfig:
     noise_offset: float = _help(
         "Add offset * N(0, 1) per image and channel to the training noise (0 = off).", default=0.0
     )
+    timestep_sampling: str = _help(
+        "How training timesteps are drawn: uniform, or logit_normal (middle noise levels favoured).", default="uniform"
+    )
+    timestep_logit_mean: float = _help("Mean of the logit-normal timestep draw (0 = the middle).", default=0.0)
+    timestep_logit_std: float = _help("Spread of the logit-normal timestep draw.", default=1.0)
     use_ema: bool = _help("Keep an EMA of the trainable weights; saved weights are the EMA.", default=False)
     ema_decay: float = _help("EMA decay (with diffusers' 1+t/10+t warm-up).", default=0.9999)
     lora_rank: int = _help("LoRA rank on the UNet attention; 0 = no LoRA.", default=0)
@@ -275,6 +281,14 @@ class TrainingConfig:
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError(
                 f"`snr_gamma` must be positive (5.0 is the paper's value) or unset, got {self.snr_gamma}."
+            )
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(
+                f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."
+            )
+        if not self.timestep_logit_std > 0:
+            raise ValueError(
+                f"`timestep_logit_std` must be positive (1.0 is the common value), got {self.timestep_logit_std}."
             )
         if self.max_grad_norm <= 0 or self.augment_gain_db < 0 or self.adam_epsilon <= 0:
             raise ValueError(

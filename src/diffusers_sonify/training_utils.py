@@ -33,6 +33,7 @@ from . import audio as audio_utils
 from .audio import prepare_waveform
 from .data import load_split
 from .models.audio_projection import AudioProjectionModel
+from .training_config import TIMESTEP_SAMPLINGS
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,28 @@ def training_noise(shape: tuple[int, ...], generator: torch.Generator, offset: f
     if offset:
         noise = noise + offset * torch.randn(*shape[:2], *([1] * (len(shape) - 2)), generator=generator)
     return noise
+
+
+def sample_timesteps(
+    batch_size: int,
+    num_timesteps: int,
+    generator: torch.Generator,
+    sampling: str = "uniform",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+) -> torch.Tensor:
+    """Training timesteps for one batch: `uniform` over [0, num_timesteps), or `logit_normal`: t / T is the sigmoid
+    of a N(logit_mean, logit_std) draw, which puts most of the training on middle noise levels and little on the
+    nearly clean and the nearly pure-noise ends (Esser et al. 2024, "Scaling Rectified Flow Transformers for
+    High-Resolution Image Synthesis", sec. 3.1; their default is mean 0, std 1)."""
+    if sampling == "uniform":
+        return torch.randint(0, num_timesteps, (batch_size,), generator=generator)
+    if sampling == "logit_normal":
+        if not logit_std > 0:
+            raise ValueError(f"`timestep_logit_std` must be positive (1.0 is the paper's value), got {logit_std}.")
+        u = torch.sigmoid(logit_mean + logit_std * torch.randn(batch_size, generator=generator))
+        return (u * num_timesteps).long().clamp_(0, num_timesteps - 1)
+    raise ValueError(f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {sampling!r}.")
 
 
 def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

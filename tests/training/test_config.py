@@ -114,6 +114,8 @@ def test_wrong_combinations_fail_at_parse_time_naming_both_fields(flags, fields)
         (["--lr_scheduler", "cosine_annealing"], "lr_scheduler"),
         (["--mixed_precision", "fp8"], "mixed_precision"),
         (["--audio_drop_prob", "1.5"], "audio_drop_prob"),
+        (["--timestep_sampling", "lognormal"], "`timestep_sampling` must be one of .*logit_normal.*'lognormal'"),
+        (["--timestep_logit_std", "0"], "timestep_logit_std"),
         (["--validation_audio", "missing/rain.wav"], "validation_audio.*missing/rain.wav"),
         (["--dataset_name", "./no/such/folder"], "`dataset_name`='./no/such/folder' is not an existing local path"),
         (["--audio_encoder_name_or_path", "not a valid id"], "audio_encoder_name_or_path"),

@@ -61,6 +61,25 @@ def test_training_noise_offset_shifts_each_image_and_channel():
         tu.training_noise(shape, torch.Generator(), offset=-0.1)
 
 
+def test_timestep_sampling_uniform_is_the_old_stream_and_logit_normal_favours_the_middle():
+    num = 1000
+    uniform = tu.sample_timesteps(64, num, torch.Generator().manual_seed(3))
+    # the default draws exactly what the trainer drew before the option existed: recorded runs stay reproducible
+    assert torch.equal(uniform, torch.randint(0, num, (64,), generator=torch.Generator().manual_seed(3)))
+    t = tu.sample_timesteps(200_000, num, torch.Generator().manual_seed(0), "logit_normal")
+    assert t.dtype == torch.long and t.min() >= 0 and t.max() <= num - 1
+    # t / T = sigmoid(N(0, 1)): quartiles at T * sigmoid(-+0.674) = 338 / 662, the median at 500
+    quartiles = torch.quantile(t.float(), torch.tensor([0.25, 0.5, 0.75]))
+    assert torch.allclose(quartiles, torch.tensor([337.6, 499.5, 662.4]), atol=4)
+    assert (t < 100).float().mean() < 0.02  # uniform: 0.10
+    shifted = tu.sample_timesteps(200_000, num, torch.Generator().manual_seed(0), "logit_normal", logit_mean=1.0)
+    assert abs(torch.quantile(shifted.float(), 0.5).item() - num * torch.sigmoid(torch.tensor(1.0)).item()) < 4
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        tu.sample_timesteps(4, num, torch.Generator(), "cosine")
+    with pytest.raises(ValueError, match="timestep_logit_std"):
+        tu.sample_timesteps(4, num, torch.Generator(), "logit_normal", logit_std=0.0)
+
+
 def test_loss_min_snr_weighting_and_targets():
     sched = DDPMScheduler(num_train_timesteps=1000)
     pred, target = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
