@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from diffusers_sonify import AudioToImagePipeline, demo
+from diffusers_sonify.audio import torch_threads
 from diffusers_sonify.toyworld import make_eval_sounds
 from diffusers_sonify.toyworld.components import ADAPTER_CONFIG, SCHEDULER_CONFIG, UNET_CONFIG
 
@@ -73,7 +74,9 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     # the training program wrote a directly loadable pipeline
     pipe = AudioToImagePipeline.from_pretrained(tmp_path / "model")
     assert pipe.vae is None and pipe.unet.config.in_channels == 3
-    # concurrent generation (2 worker threads, pipeline copies) gives exactly the images of one worker, in order
+    # concurrent generation (2 worker threads of one torch thread each, pipeline copies) gives exactly the images of
+    # one worker on one torch thread, in order (a different thread count changes the last float bits, so pixel
+    # values may differ by a level: not compared)
     pipe.set_progress_bar_config(disable=True)
     sounds = make_eval_sounds(
         seed=0,
@@ -83,7 +86,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
         reverb_pairs_per_class=0,
         num_sweeps=0,
     )[:3]
-    serial = demo.generate(pipe, sounds, demo.QUICK, seed=0, batch_size=1, workers=1)
+    with torch_threads(1):
+        serial = demo.generate(pipe, sounds, demo.QUICK, seed=0, batch_size=1, workers=1)
     concurrent = demo.generate(pipe, sounds, demo.QUICK, seed=0, batch_size=1, workers=2)
     assert [np.asarray(a).tolist() for a in serial] == [np.asarray(b).tolist() for b in concurrent]
     assert np.asarray(serial[0]).tolist() != np.asarray(serial[1]).tolist()
@@ -238,63 +242,46 @@ def test_recorded_demo_run_meets_the_editing_bars():
 
 
 def test_recorded_full_demo_run_is_complete_and_honest():
-    """docs/demo/ holds the outputs of a full `make demo` run, shown in the README, and that run meets every bar."""
-    metrics = json.loads((REPO / "docs" / "demo" / "metrics.json").read_text())
+    """docs/demo/ holds the outputs of a full `make demo` run (the chain with the toy VLM), shown in the README: its
+    verdicts follow the bars, and it meets issue 5's bars and every describer bar."""
+    folder = REPO / "docs" / "demo"
+    metrics = json.loads((folder / "metrics.json").read_text())
     assert REQUIRED_KEYS <= set(metrics) and metrics["quick"] is False
     assert metrics["num_eval_images"] >= 200 and metrics["wall_seconds"] <= 15 * 60
     assert metrics["num_training_pairs"] == demo.DemoSize().num_images  # the whole built dataset, no stale cache
-    for key, (op, bar) in BARS.items():
-        met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
-        assert metrics["bars_met"][key] == met, key
-    for key, (op, bar) in ISSUE5_BARS.items():
-        met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
-        assert met, f"the recorded run misses the {key} bar: {metrics[key]} (bar {op} {bar})"
-    report = (REPO / "docs" / "demo" / "report.md").read_text()
-    for key in BARS:
-        assert f"| {key} | {metrics[key]:.3f} |" in report
-    for name in re.findall(r"\]\(([^)]+\.png)\)", report):
-        assert (REPO / "docs" / "demo" / name).is_file(), name
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15, open: the recorded model draws blobs of the right colour and size, not the class's shape, with "
-    "grainy backgrounds (shape, exactly-one and background-noise bars); three times its training, sampled at guidance "
-    "2, draws the shapes but not yet within the 10-minute budget (RECIPE.md records the runs)",
-)
-def test_recorded_full_demo_run_meets_the_issue15_bars():
-    missed = {k: _RECORDED[k] for k, (op, bar) in BARS.items() if not _RECORDED["bars_met"][k]}
-    assert not missed, f"the recorded run misses bars: {missed}"
-
-
-def test_recorded_vlm_chain_run_is_complete_and_honest():
-    """docs/demo_vlm/: a full `--describer vlm` run (RECIPE.md d15); its report's verdicts follow the bars."""
-    folder = REPO / "docs" / "demo_vlm"
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert REQUIRED_KEYS <= set(metrics) and metrics["quick"] is False and metrics["num_eval_images"] >= 200
     assert "vlm" in metrics["stage_seconds"] and metrics["describer_eval_images"] >= 200
-    assert metrics["num_training_pairs"] == demo.DemoSize().num_images
     report = (folder / "report.md").read_text()
     assert "### The describer: a VLM trained here, in the loop" in report
     for key, (op, bar) in {**BARS, **VLM_BARS}.items():
         met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
         assert metrics["bars_met"][key] == met, key
         assert f"| {key} | {metrics[key]:.3f} |" in report
-    # what the trained VLM already meets (RECIPE.md d15): every describer bar, and pairing with its descriptions
+    for key, (op, bar) in ISSUE5_BARS.items():
+        met = metrics[key] >= bar if op == ">=" else metrics[key] <= bar
+        assert met, f"the recorded run misses the {key} bar: {metrics[key]} (bar {op} {bar})"
+    # what the trained VLM already meets (RECIPE.md d15, d16): every describer bar, and pairing with its descriptions
     missed = {k: metrics[k] for k in [*VLM_BARS, "pairing_accuracy"] if not metrics["bars_met"][k]}
-    assert not missed, f"the recorded VLM chain misses describer bars: {missed}"
+    assert not missed, f"the recorded run misses describer bars: {missed}"
     for name in re.findall(r"\]\(([^)]+\.png)\)", report):
         assert (folder / name).is_file(), name
 
 
-@pytest.mark.parametrize(
-    ("folder", "seeds", "describer", "bars"),
-    [("demo_vlm", [0, 1, 2], "vlm", {**BARS, **VLM_BARS}), ("demo", [1, 2], "metadata", BARS)],
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 15, open: the recorded model draws most objects of the right colour and size as rounded blobs, "
+    "not the class's shape, on backgrounds with some grain (shape, exactly-one and background-noise bars), and "
+    "two-source mixing swings with the seed; about three times its training draws the shapes, not yet within the "
+    "10-minute budget (RECIPE.md records the runs)",
 )
-def test_recorded_seed_runs_show_every_seed_and_count_bars_honestly(folder, seeds, describer, bars):
-    """docs/<folder>/seeds.*: the chain over seeds (issue 15, deliverable 4; the metadata chain's seed 0 is the
-    recorded run itself): min/median/max of every metric and on how many seeds each bar holds, as the per-seed
-    values say."""
+def test_recorded_full_demo_run_meets_the_issue15_bars():
+    missed = {k: _RECORDED[k] for k, (op, bar) in BARS.items() if not _RECORDED["bars_met"][k]}
+    assert not missed, f"the recorded run misses bars: {missed}"
+
+
+def test_recorded_seed_runs_show_every_seed_and_count_bars_honestly():
+    """docs/demo/seeds.*: the chain over seeds 0-2 (issue 15, deliverable 4; seed 0 is the recorded run itself):
+    min/median/max of every metric and on how many seeds each bar holds, as the per-seed values say."""
+    folder, seeds, describer, bars = "demo", [0, 1, 2], "vlm", {**BARS, **VLM_BARS}
     summary = json.loads((REPO / "docs" / folder / "seeds.json").read_text())
     table = (REPO / "docs" / folder / "seeds.md").read_text()
     assert summary["seeds"] == seeds and f"--describer {describer}`" in table
@@ -306,6 +293,5 @@ def test_recorded_seed_runs_show_every_seed_and_count_bars_honestly(folder, seed
         assert (stats["min"], stats["median"], stats["max"]) == (min(values), float(np.median(values)), max(values))
         row = f"| {key} | {stats['min']:.3f} | {stats['median']:.3f} | {stats['max']:.3f} | {op} {bar} |"
         assert f"{row} {met}/{len(seeds)} |" in table, key
-    if 0 in seeds:  # the seed-0 run is the recorded one
-        recorded = json.loads((REPO / "docs" / folder / "metrics.json").read_text())
-        assert summary["metrics"]["mixing_both_present"]["per_seed"]["0"] == recorded["mixing_both_present"]
+    recorded = json.loads((REPO / "docs" / folder / "metrics.json").read_text())  # the seed-0 run is the recorded one
+    assert summary["metrics"]["mixing_both_present"]["per_seed"]["0"] == recorded["mixing_both_present"]

@@ -2,11 +2,11 @@
 
 1. generate the two unpaired toy corpora (images with scene metadata; single-source audio clips with labels);
 2. pre-train the toy audio encoder on the audio corpus alone (the toy world's stand-in for a pretrained CLAP);
-3. with `--describer vlm` only: train the toy VLM (`toyworld/vlm.py`, a small Idefics3) on renders of its own to
+3. train the toy VLM (`toyworld/vlm.py`, a small Idefics3) on renders of its own to
    answer the builder's describe prompt, data-parallel over two processes (`accelerate launch`) started beside
-   step 2, and score it beside the metadata describer on held-out renders;
-4. build the sonified dataset with the real builder program (`dataset_builder/build.py`); its describer reads the
-   scene metadata, or with `--describer vlm` is the toy VLM (`VLMDescriber`, loaded by path like a Hub VLM id);
+   step 2, and score it beside the metadata describer on held-out renders (skipped with `--describer metadata`);
+4. build the sonified dataset with the real builder program (`dataset_builder/build.py`); its describer is the toy
+   VLM (`VLMDescriber`, loaded by path like a Hub VLM id), or with `--describer metadata` reads the scene metadata;
 5. train with the real training program (`accelerate launch train_scripts/train.py`);
 6. generate from held-out sounds, measure the images with the scene parser, and write
    `<output_dir>/report.md` (grids, a loudness-vs-area plot, a metrics table) and `<output_dir>/metrics.json`;
@@ -58,10 +58,9 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took in the last measured full runs (RECIPE.md, d11: a 2-core AMD EPYC at load ~1.2-1.9; the
-# VLM stage from d15, `--describer vlm`, on a box that trained the diffusion model 1.5x slower than d11's; the
-# evaluation scaled by the faster shape search, 255 -> 173 s on d14's model); printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 3, "audio_encoder": 69, "vlm": 110, "build": 48, "train": 509, "evaluate": 108}
+# Seconds each stage took in the last measured full run (RECIPE.md, d16: the chain with the toy VLM, seed 0, a 2-core
+# AMD EPYC box, nothing else running); printed as the ETA of each stage.
+STAGE_ETA = {"corpora": 3, "audio_encoder": 84, "vlm": 107, "build": 38, "train": 452, "evaluate": 107}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -96,7 +95,7 @@ class DemoSize:
     train_steps: int | None = None  # None: the training config's max_train_steps
     eval_scale: int = 1  # 1: the full held-out set (209 sounds); 0: a minimal set
     sampling_steps: int = 20
-    guidance_scale: float = 5.0  # measured best for the recipe (toyworld/RECIPE.md, run V)
+    guidance_scale: float = 3.0  # measured best for the recipe (toyworld/RECIPE.md, P15LN; 5 until d15)
     guidance_rescale: float = 0.7  # keeps strong guidance from over-saturating the flat toy colours
     eval_workers: int = 2  # concurrent generation threads of one torch thread each
     field_scenes: int = 64  # held-out scenes for the field's metrics (FID/KID, AIS, IIS, AIC)
@@ -570,9 +569,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--describer",
         choices=["metadata", "vlm"],
-        default="metadata",
-        help="who describes the images for the builder: the scene metadata (the recorded run, docs/demo), or the "
-        "toy VLM trained in the chain (issue 15; docs/demo_vlm: it misses the two-source mixing bar so far)",
+        default="vlm",
+        help="who describes the images for the builder: the toy VLM trained in the chain (the default, recorded in "
+        "docs/demo), or the scene metadata (the reference describer, no VLM stage)",
     )
     parser.add_argument(
         "--seeds",
@@ -633,7 +632,7 @@ def _finished_run(folder: Path, seed: int, quick: bool, describer: str) -> dict 
     return metrics if same else None
 
 
-def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = "metadata") -> dict:
+def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = "vlm") -> dict:
     """`--seeds`: the whole chain once per seed (separate folders), then `seeds.json` / `seeds.md` in `output_dir`."""
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"`--seeds` has repeated values {seeds}; pass distinct seeds.")

@@ -39,10 +39,10 @@ EXAMPLE_DOC_STRING = """
 
         >>> # written by `make demo` (32x32 images); a Hub model loads by its repo id, e.g. "<org>/sonify"
         >>> pipe = AudioToImagePipeline.from_pretrained("outputs/demo/model")
-        >>> image = pipe("outputs/demo/examples/rain.wav", num_inference_steps=20, guidance_scale=5.0).images[0]
+        >>> image = pipe("outputs/demo/examples/rain.wav", num_inference_steps=20, guidance_scale=3.0).images[0]
         >>> # several sounds, one picture: semantic mixing
         >>> bell, bird = "outputs/demo/examples/bell.wav", "outputs/demo/examples/bird.wav"
-        >>> image = pipe([bell, bird], audio_weights=[0.5, 0.5], num_inference_steps=20, guidance_scale=5.0).images[0]
+        >>> image = pipe([bell, bird], audio_weights=[0.5, 0.5], num_inference_steps=20, guidance_scale=3.0).images[0]
         >>> image.save("heard.png")
         ```
 """
