@@ -244,8 +244,7 @@ def test_recorded_demo_run_meets_the_editing_bars():
 def test_recorded_full_demo_run_is_complete_and_honest():
     """docs/demo/ holds the outputs of a full `make demo` run (the chain with the toy VLM), shown in the README: its
     verdicts follow the bars, and it meets issue 5's bars and every describer bar."""
-    folder = REPO / "docs" / "demo"
-    metrics = json.loads((folder / "metrics.json").read_text())
+    folder, metrics = REPO / "docs" / "demo", _RECORDED
     assert REQUIRED_KEYS <= set(metrics) and metrics["quick"] is False
     assert metrics["num_eval_images"] >= 200 and metrics["wall_seconds"] <= 15 * 60
     assert metrics["num_training_pairs"] == demo.DemoSize().num_images  # the whole built dataset, no stale cache
@@ -281,11 +280,11 @@ def test_recorded_full_demo_run_meets_the_issue15_bars():
 def test_recorded_seed_runs_show_every_seed_and_count_bars_honestly():
     """docs/demo/seeds.*: the chain over seeds 0-2 (issue 15, deliverable 4; seed 0 is the recorded run itself):
     min/median/max of every metric and on how many seeds each bar holds, as the per-seed values say."""
-    folder, seeds, describer, bars = "demo", [0, 1, 2], "vlm", {**BARS, **VLM_BARS}
-    summary = json.loads((REPO / "docs" / folder / "seeds.json").read_text())
-    table = (REPO / "docs" / folder / "seeds.md").read_text()
-    assert summary["seeds"] == seeds and f"--describer {describer}`" in table
-    for key, (op, bar) in bars.items():
+    seeds = [0, 1, 2]
+    summary = json.loads((REPO / "docs" / "demo" / "seeds.json").read_text())
+    table = (REPO / "docs" / "demo" / "seeds.md").read_text()
+    assert summary["seeds"] == seeds and "--describer vlm`" in table
+    for key, (op, bar) in {**BARS, **VLM_BARS}.items():
         values = [summary["metrics"][key]["per_seed"][str(s)] for s in seeds]
         met = sum(v >= bar if op == ">=" else v <= bar for v in values)
         assert summary["bars_met_on_seeds"][key] == met, key
@@ -293,5 +292,5 @@ def test_recorded_seed_runs_show_every_seed_and_count_bars_honestly():
         assert (stats["min"], stats["median"], stats["max"]) == (min(values), float(np.median(values)), max(values))
         row = f"| {key} | {stats['min']:.3f} | {stats['median']:.3f} | {stats['max']:.3f} | {op} {bar} |"
         assert f"{row} {met}/{len(seeds)} |" in table, key
-    recorded = json.loads((REPO / "docs" / folder / "metrics.json").read_text())  # the seed-0 run is the recorded one
-    assert summary["metrics"]["mixing_both_present"]["per_seed"]["0"] == recorded["mixing_both_present"]
+    # the seed-0 run is the recorded one
+    assert summary["metrics"]["mixing_both_present"]["per_seed"]["0"] == _RECORDED["mixing_both_present"]

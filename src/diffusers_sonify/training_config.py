@@ -288,7 +288,7 @@ class TrainingConfig:
             )
         if not self.timestep_logit_std > 0:
             raise ValueError(
-                f"`timestep_logit_std` must be positive (1.0 is the common value), got {self.timestep_logit_std}."
+                f"`timestep_logit_std` must be positive (1.0 is the paper's value), got {self.timestep_logit_std}."
             )
         if self.max_grad_norm <= 0 or self.augment_gain_db < 0 or self.adam_epsilon <= 0:
             raise ValueError(
