@@ -286,6 +286,11 @@ class TrainingConfig:
             raise ValueError(
                 f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."
             )
+        if not (math.isfinite(self.timestep_logit_mean) and math.isfinite(self.timestep_logit_std)):
+            raise ValueError(
+                "`timestep_logit_mean` and `timestep_logit_std` must be finite numbers (0.0 and 1.0 are the paper's "
+                f"values), got {self.timestep_logit_mean} and {self.timestep_logit_std}."
+            )
         if not self.timestep_logit_std > 0:
             raise ValueError(
                 f"`timestep_logit_std` must be positive (1.0 is the paper's value), got {self.timestep_logit_std}."

@@ -116,6 +116,8 @@ def test_wrong_combinations_fail_at_parse_time_naming_both_fields(flags, fields)
         (["--audio_drop_prob", "1.5"], "audio_drop_prob"),
         (["--timestep_sampling", "lognormal"], "`timestep_sampling` must be one of .*logit_normal.*'lognormal'"),
         (["--timestep_logit_std", "0"], "timestep_logit_std"),
+        (["--timestep_logit_mean", "nan"], "`timestep_logit_mean` and `timestep_logit_std` must be finite.*got nan"),
+        (["--timestep_logit_std", "inf"], "must be finite.*got 0.0 and inf"),
         (["--validation_audio", "missing/rain.wav"], "validation_audio.*missing/rain.wav"),
         (["--dataset_name", "./no/such/folder"], "`dataset_name`='./no/such/folder' is not an existing local path"),
         (["--audio_encoder_name_or_path", "not a valid id"], "audio_encoder_name_or_path"),

@@ -33,7 +33,7 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
     B stops at step 4 (`max_steps_this_run`, an epoch boundary), resumes and stops at step 7; its checkpoint-7 is
     then deleted, as if the process had been killed after logging step 7 and before saving it, so the last resume
     starts mid-epoch from checkpoint-6 and runs step 7 again. Both: a saved tiny pipeline with a text encoder,
-    captions, LoRA rank 4, EMA, cached latents and audio features, validation every 2 steps.
+    captions, LoRA rank 4, EMA, logit-normal timesteps, cached latents and audio features, validation every 2 steps.
     """
     root = tmp_path_factory.mktemp("runs")
     common = [
@@ -46,6 +46,8 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
         "--lora_rank",
         "4",
         "--use_ema",
+        "--timestep_sampling",
+        "logit_normal",  # the toy recipe's draw: its timesteps must resume exactly too
         "--max_train_steps",
         "8",
         "--max_grad_norm",
