@@ -19,6 +19,7 @@ from .config_loading import load_mapping, parse_config_args, require_positive
 ADAPTER_INPUT_TYPES = ("pooled", "hidden_states", "both")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+
 # diffusers.optimization.SchedulerType values (a test keeps them equal; importing diffusers here would cost seconds)
 LR_SCHEDULERS = (
     "linear",
@@ -83,6 +84,17 @@ def check_resolution(resolution: int, multiple: int, where: str) -> None:
             f"`resolution`={resolution} is not a multiple of {multiple}, the spatial multiple of {where}; "
             f"use {lower or upper} or {upper}."
         )
+
+
+def check_logit_normal(mean: float, std: float) -> None:
+    """Raise `ValueError` unless a logit-normal timestep draw's mean is finite and its std finite and positive."""
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise ValueError(
+            "`timestep_logit_mean` and `timestep_logit_std` must be finite numbers (0.0 and 1.0 are the paper's "
+            f"values), got {mean} and {std}."
+        )
+    if not std > 0:
+        raise ValueError(f"`timestep_logit_std` must be positive (1.0 is the paper's value), got {std}.")
 
 
 @dataclass
@@ -286,15 +298,7 @@ class TrainingConfig:
             raise ValueError(
                 f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."
             )
-        if not (math.isfinite(self.timestep_logit_mean) and math.isfinite(self.timestep_logit_std)):
-            raise ValueError(
-                "`timestep_logit_mean` and `timestep_logit_std` must be finite numbers (0.0 and 1.0 are the paper's "
-                f"values), got {self.timestep_logit_mean} and {self.timestep_logit_std}."
-            )
-        if not self.timestep_logit_std > 0:
-            raise ValueError(
-                f"`timestep_logit_std` must be positive (1.0 is the paper's value), got {self.timestep_logit_std}."
-            )
+        check_logit_normal(self.timestep_logit_mean, self.timestep_logit_std)
         if self.max_grad_norm <= 0 or self.augment_gain_db < 0 or self.adam_epsilon <= 0:
             raise ValueError(
                 "`max_grad_norm` and `adam_epsilon` must be positive and `augment_gain_db` >= 0, got "

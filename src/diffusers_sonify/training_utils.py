@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -34,7 +33,7 @@ from . import audio as audio_utils
 from .audio import prepare_waveform
 from .data import load_split
 from .models.audio_projection import AudioProjectionModel
-from .training_config import TIMESTEP_SAMPLINGS
+from .training_config import TIMESTEP_SAMPLINGS, check_logit_normal
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +136,7 @@ def sample_timesteps(
     if sampling == "uniform":
         return torch.randint(0, num_timesteps, (batch_size,), generator=generator)
     if sampling == "logit_normal":
-        if not (math.isfinite(logit_mean) and math.isfinite(logit_std) and logit_std > 0):
-            raise ValueError(
-                "`timestep_logit_mean` must be finite and `timestep_logit_std` finite and positive (0.0 and 1.0 are "
-                f"the paper's values), got {logit_mean} and {logit_std}."
-            )
+        check_logit_normal(logit_mean, logit_std)
         u = torch.sigmoid(logit_mean + logit_std * torch.randn(batch_size, generator=generator))
         return (u * num_timesteps).long().clamp_(0, num_timesteps - 1)
     raise ValueError(f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {sampling!r}.")

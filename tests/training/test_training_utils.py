@@ -78,7 +78,7 @@ def test_timestep_sampling_uniform_is_the_old_stream_and_logit_normal_favours_th
         tu.sample_timesteps(4, num, torch.Generator(), "cosine")
     with pytest.raises(ValueError, match="timestep_logit_std"):
         tu.sample_timesteps(4, num, torch.Generator(), "logit_normal", logit_std=0.0)
-    with pytest.raises(ValueError, match="`timestep_logit_mean` must be finite.*got nan"):
+    with pytest.raises(ValueError, match="`timestep_logit_mean` and `timestep_logit_std` must be finite.*got nan"):
         tu.sample_timesteps(4, num, torch.Generator(), "logit_normal", logit_mean=float("nan"))
 
 
