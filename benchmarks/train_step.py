@@ -3,7 +3,7 @@ diffusers-style text-to-image LoRA step (VAE encode + text encode every batch), 
 
     .venv/bin/python benchmarks/train_step.py            # realistic: SD 1.5 / CLIP ViT-L/14 / CLAP-HTSAT shapes
     .venv/bin/python benchmarks/train_step.py --tiny     # quick check with the tiny test components
-    .venv/bin/python benchmarks/train_step.py --levers   # bf16 autocast / channels_last / torch.compile, SD 1.5 + toy
+    .venv/bin/python benchmarks/train_step.py --levers   # bf16, channels_last, torch.compile, Muon; SD 1.5 + toy
     .venv/bin/python benchmarks/train_step.py --quick    # seconds: tiny components, floor + levers (the test)
 
 The realistic mode builds the real architectures with random weights (nothing can be downloaded here): a Stable
@@ -25,7 +25,8 @@ backward, clipping and optimizer step are identical, only what comes before them
 
 `--levers` times the floor under the CPU levers a user of this machine has: bf16 autocast, channels_last and
 `torch.compile` (each alone; compile time reported apart), at SD 1.5 shapes (LoRA) and at the toy world's shapes
-(`toyworld.components.UNET_CONFIG`, full UNet training, batch 16, 3x32x32 pixel space, 4 audio tokens).
+(`toyworld.components.UNET_CONFIG`, full UNet training, batch 16, 3x32x32 pixel space, 4 audio tokens); at the toy
+shapes also the cost of the Muon optimizer's step (`optimizer: muon`) against AdamW's.
 
 The loops run interleaved step by step, so load from other processes on a shared machine hits them alike.
 Gradient checkpointing is off in all loops (it would slow the shared UNet part of every loop alike).
@@ -109,9 +110,12 @@ def floor_step(unet, optimizer, x: dict, autocast: bool = False) -> None:
     optimizer.zero_grad()
 
 
-def lever_rates(unet, params, x: dict, steps: int, warmup: int, compile_model: bool = True) -> dict:
-    """Samples/s of the floor step: fp32, bf16 autocast, channels_last (eager, interleaved step by step so load
-    hits them alike), then `torch.compile` (default mode; its compile time is reported apart)."""
+def lever_rates(
+    unet, params, x: dict, steps: int, warmup: int, compile_model: bool = True, muon: bool = False
+) -> dict:
+    """Samples/s of the floor step: fp32, bf16 autocast, channels_last, with `muon` the Muon optimizer in AdamW's
+    place (`optimizer: muon`; eager, interleaved step by step so load hits them alike), then `torch.compile`
+    (default mode; its compile time is reported apart)."""
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     b = x["sample"].shape[0]
     x_cl = {**x, "sample": x["sample"].contiguous(memory_format=torch.channels_last)}
@@ -120,6 +124,11 @@ def lever_rates(unet, params, x: dict, steps: int, warmup: int, compile_model: b
         "bf16 autocast": lambda: floor_step(unet, optimizer, x, autocast=True),
         "channels_last": lambda: floor_step(unet, optimizer, x_cl),
     }
+    if muon:
+        from diffusers_sonify.optimization import MuonAdamW, muon_parameter_split
+
+        muon_optimizer = MuonAdamW(*muon_parameter_split({"unet": unet}), lr=1e-4)
+        variants["Muon optimizer"] = lambda: floor_step(unet, muon_optimizer, x)
     spent = dict.fromkeys(variants, 0.0)
     for i in range(warmup + steps):
         for name, fn in variants.items():
@@ -181,7 +190,8 @@ def run_levers(args) -> None:
         params = [p for p in unet.parameters() if p.requires_grad]
         x = floor_inputs(unet, batch, shape, tokens)
         steps = args.steps or (2 if args.quick else 3 if "SD 1.5" in name else 10)
-        results[name] = lever_rates(unet, params, x, steps, args.warmup, compile_model=not args.no_compile)
+        full = name.startswith("toy")  # Muon takes weight matrices, not LoRA factors
+        results[name] = lever_rates(unet, params, x, steps, args.warmup, not args.no_compile, muon=full)
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
     print(f"\nmachine: {machine()}")
     print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")

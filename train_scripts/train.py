@@ -175,13 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # 4. Optimizer (a list of parameters: clipping must see the same ones), scheduler, prepare, resume
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.adam_weight_decay,
-        eps=cfg.adam_epsilon,
-    )
+    optimizer = tu.build_optimizer(cfg, modules, params)
     steps_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes) / cfg.gradient_accumulation_steps)
     max_steps = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
     lr_scheduler = get_scheduler(

@@ -19,6 +19,7 @@ from .config_loading import load_mapping, parse_config_args, require_positive
 ADAPTER_INPUT_TYPES = ("pooled", "hidden_states", "both")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+OPTIMIZERS = ("adamw", "muon")
 
 # diffusers.optimization.SchedulerType values (a test keeps them equal; importing diffusers here would cost seconds)
 LR_SCHEDULERS = (
@@ -161,7 +162,13 @@ class TrainingConfig:
     num_train_epochs: int = _help("Epochs (ignored when max_train_steps is set).", default=1)
     max_train_steps: Optional[int] = _help("Total optimizer steps.", default=None)
     gradient_accumulation_steps: int = _help("Micro-batches per optimizer step.", default=1)
-    learning_rate: float = _help("AdamW learning rate, in (0, 1].", default=1e-4)
+    learning_rate: float = _help("Learning rate (AdamW's; Muon's is matched to it), in (0, 1].", default=1e-4)
+    optimizer: str = _help(
+        f"{' or '.join(OPTIMIZERS)}: `muon` orthogonalises the updates of the Linear and Conv2d weight matrices "
+        "(Muon) and gives every other parameter AdamW (diffusers_sonify.optimization).",
+        default="adamw",
+    )
+    muon_momentum: float = _help("Muon's momentum (Nesterov), in [0, 1); used with `optimizer: muon`.", default=0.95)
     lr_scheduler: str = _help(
         f"Learning-rate schedule (diffusers get_scheduler): {', '.join(LR_SCHEDULERS)}.", default="constant"
     )
@@ -274,6 +281,8 @@ class TrainingConfig:
                 f"`learning_rate`={self.learning_rate} is outside (0, 1]; AdamW rates for diffusion training are "
                 "about 1e-6 to 1e-3 (e.g. 1e-4)."
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"`lr_scheduler` must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}.")
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
@@ -287,7 +296,7 @@ class TrainingConfig:
         for name in ("audio_drop_prob", "text_drop_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` is a probability in [0, 1], got {getattr(self, name)}.")
-        for name in ("adam_beta1", "adam_beta2", "ema_decay"):
+        for name in ("adam_beta1", "adam_beta2", "ema_decay", "muon_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
         if self.snr_gamma is not None and self.snr_gamma <= 0:

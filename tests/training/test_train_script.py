@@ -33,7 +33,8 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
     B stops at step 4 (`max_steps_this_run`, an epoch boundary), resumes and stops at step 7; its checkpoint-7 is
     then deleted, as if the process had been killed after logging step 7 and before saving it, so the last resume
     starts mid-epoch from checkpoint-6 and runs step 7 again. Both: a saved tiny pipeline with a text encoder,
-    captions, LoRA rank 4, EMA, logit-normal timesteps, cached latents and audio features, validation every 2 steps.
+    captions, LoRA rank 4, EMA, logit-normal timesteps, cached latents and audio features, validation every 2 steps,
+    and the Muon optimizer (the adapter's weight matrices; AdamW for LoRA and the rest), whose state must resume too.
     """
     root = tmp_path_factory.mktemp("runs")
     common = [
@@ -48,6 +49,8 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
         "--use_ema",
         "--timestep_sampling",
         "logit_normal",  # the toy recipe's draw: its timesteps must resume exactly too
+        "--optimizer",
+        "muon",
         "--max_train_steps",
         "8",
         "--max_grad_norm",
