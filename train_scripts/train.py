@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         hyperparameters = {
             k: getattr(cfg, k)
             for k in (
+                "optimizer",
                 "learning_rate",
                 "train_batch_size",
                 "gradient_accumulation_steps",

@@ -156,7 +156,8 @@ def test_model_card_and_push_folder(single_runs):
     card = ModelCard.load(a / "README.md")
     assert card.data.library_name == "diffusers" and "lora" in card.data.tags
     assert "load_lora_weights" in card.text and "![validation grid](validation_grid.png)" in card.text
-    assert "| lora_rank | 4 |" in card.text and "ClapAudioModelWithProjection" in card.text
+    assert "| lora_rank | 4 |" in card.text and "| optimizer | muon |" in card.text
+    assert "ClapAudioModelWithProjection" in card.text
     pushed = files_to_push(a)
     for name in (
         "model_index.json",

@@ -65,7 +65,8 @@ class ToyVLMConfig:
     patch_size: int = 4
     train_images: int = 4000
     # 700 with Muon: 600 met every describer bar (F1 0.993, Spearman 0.961), 400 missed F1 (0.947); with AdamW it
-    # took 1,000 (RECIPE.md d15, "Muon")
+    # took 1,000 (RECIPE.md d15). Muon's step costs what the fewer steps save at one thread per process (160 s for
+    # 700 against AdamW's 157 s for 1,000), for a lower loss (RECIPE.md, "Muon")
     steps: int = 700
     batch_size: int = 16
     # 1e-3: F1 1.000 and prominence Spearman 0.947 at 1,200 steps; 3e-3 plateaued at a loss twice as high (F1 0.933,
