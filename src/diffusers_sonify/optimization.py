@@ -21,6 +21,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .training_config import OPTIMIZERS
+
 # Newton-Schulz quintic coefficients (a, b, c) from Jordan et al. 2024: they push every singular value of the
 # normalised update into roughly [0.7, 1.2] in five iterations.
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -72,6 +74,30 @@ def muon_parameter_split(modules: dict[str, nn.Module | None]) -> tuple[list[nn.
             seen.add(id(p))
             (muon if id(p) in muon_ids else adamw).append(p)
     return muon, adamw
+
+
+def make_optimizer(
+    name: str,
+    modules: dict[str, nn.Module | None],
+    params: list[nn.Parameter],
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.95,
+) -> torch.optim.Optimizer:
+    """The optimizer `name` (one of `OPTIMIZERS`) over `params`, the trainable parameters of `modules`: AdamW, or
+    [`MuonAdamW`] with Muon on the weight matrices among `params` ([`muon_parameter_split`]) and AdamW on the rest."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {name!r}.")
+    adam = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+    if name == "adamw":
+        return torch.optim.AdamW(params, **adam)
+    matrices = {id(p) for p in muon_parameter_split(modules)[0]}
+    muon = [p for p in params if id(p) in matrices]
+    rest = [p for p in params if id(p) not in matrices]
+    return MuonAdamW(muon, rest, momentum=momentum, **adam)
 
 
 class MuonAdamW(torch.optim.Optimizer):

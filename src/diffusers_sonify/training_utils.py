@@ -242,21 +242,19 @@ def configure_trainable_parameters(
 
 def build_optimizer(config, modules: dict[str, nn.Module | None], params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer `config.optimizer` names over `params` (the trainable parameters of `modules`): AdamW, or
-    Muon on the weight matrices with AdamW on the rest ([`~optimization.MuonAdamW`])."""
-    adam = {
-        "lr": config.learning_rate,
-        "betas": (config.adam_beta1, config.adam_beta2),
-        "weight_decay": config.adam_weight_decay,
-        "eps": config.adam_epsilon,
-    }
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, **adam)
-    from .optimization import MuonAdamW, muon_parameter_split
+    Muon on the weight matrices with AdamW on the rest ([`~optimization.make_optimizer`])."""
+    from .optimization import make_optimizer
 
-    matrices = {id(p) for p in muon_parameter_split(modules)[0]}
-    muon = [p for p in params if id(p) in matrices]
-    rest = [p for p in params if id(p) not in matrices]
-    return MuonAdamW(muon, rest, momentum=config.muon_momentum, **adam)
+    return make_optimizer(
+        config.optimizer,
+        modules,
+        params,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.adam_weight_decay,
+        momentum=config.muon_momentum,
+    )
 
 
 def trainable_summary(modules: dict[str, nn.Module | None]) -> str:

@@ -10,7 +10,7 @@ from diffusers import UNet2DConditionModel
 
 from diffusers_sonify import training_utils as tu
 from diffusers_sonify.models import AudioProjectionModel
-from diffusers_sonify.optimization import MuonAdamW, muon_parameter_split, orthogonalize
+from diffusers_sonify.optimization import MuonAdamW, make_optimizer, muon_parameter_split, orthogonalize
 from diffusers_sonify.toyworld.components import ADAPTER_CONFIG, UNET_CONFIG
 from diffusers_sonify.training_config import TrainingConfig
 
@@ -134,6 +134,8 @@ def test_training_builds_the_configured_optimizer_and_rejects_unknown_ones(tmp_p
     assert sum(len(g["params"]) for g in muon.param_groups) == len(params)
     with pytest.raises(ValueError, match=r"`optimizer` must be one of \('adamw', 'muon'\), got 'sgd'"):
         TrainingConfig(**common, optimizer="sgd")
+    with pytest.raises(ValueError, match=r"`optimizer` must be one of \('adamw', 'muon'\), got 'sgd'"):
+        make_optimizer("sgd", modules, params, lr=1e-3)  # the toy VLM's path, without a TrainingConfig
     with pytest.raises(ValueError, match="muon_momentum"):
         TrainingConfig(**common, muon_momentum=1.0)
 

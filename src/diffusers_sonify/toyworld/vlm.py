@@ -166,6 +166,7 @@ def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None
     """
     from accelerate import Accelerator
 
+    from ..optimization import make_optimizer
     from ..sonification.config import default_prompt_file
     from ..sonification.describe import read_prompt
 
@@ -180,14 +181,8 @@ def train_toy_vlm(config: ToyVLMConfig, output_dir: str, prompt_file: str | None
     prefix, targets = answer_tokens(processor, prompt, rows[0]["image"], answers)
 
     torch.manual_seed(config.seed)
-    if config.optimizer == "muon":
-        from ..optimization import MuonAdamW, muon_parameter_split
-
-        optimizer = MuonAdamW(*muon_parameter_split({"vlm": model}), lr=config.learning_rate, weight_decay=0.0)
-    elif config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    else:
-        raise ValueError(f"`optimizer` must be 'adamw' or 'muon', got {config.optimizer!r}.")
+    params = list(model.parameters())
+    optimizer = make_optimizer(config.optimizer, {"vlm": model}, params, lr=config.learning_rate, weight_decay=0.0)
 
     def lr_factor(step: int) -> float:  # linear warm-up, cosine decay to 0
         return min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
