@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
                 noisy = noise_scheduler.add_noise(latents, noise, t)
                 pred = c["unet"](noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
                 target = tu.training_target(noise_scheduler, latents, noise, t)
-                loss = tu.diffusion_loss(pred, target, t, noise_scheduler, cfg.snr_gamma)
+                loss = tu.diffusion_loss(pred, target, t, noise_scheduler, cfg.snr_gamma, cfg.loss_type, cfg.huber_c)
                 gathered_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
                 record["loss"] += gathered_loss / cfg.gradient_accumulation_steps
                 indices = accelerator.gather(batch["index"].to(device)).reshape(accelerator.num_processes, -1)
@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train_unet",
                 "train_audio_encoder",
                 "audio_drop_prob",
+                "loss_type",
                 "snr_gamma",
                 "noise_offset",
                 "use_ema",
@@ -390,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
                 "resolution",
             )
         }
+        if cfg.loss_type == "huber":
+            hyperparameters["huber_c"] = cfg.huber_c
         hyperparameters |= {"mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes}
         card = render_model_card(
             ModelCardData(

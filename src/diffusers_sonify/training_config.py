@@ -20,6 +20,7 @@ ADAPTER_INPUT_TYPES = ("pooled", "hidden_states", "both")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 OPTIMIZERS = ("adamw", "muon")
+LOSS_TYPES = ("mse", "l1", "huber")
 
 # diffusers.optimization.SchedulerType values (a test keeps them equal; importing diffusers here would cost seconds)
 LR_SCHEDULERS = (
@@ -185,6 +186,10 @@ class TrainingConfig:
     )
     gradient_checkpointing: bool = _help("Recompute activations in backward (less memory, slower).", default=False)
     snr_gamma: Optional[float] = _help("Min-SNR weighting gamma (5.0 recommended); unset: plain MSE.", default=None)
+    loss_type: str = _help(
+        f"Regression loss: {', '.join(LOSS_TYPES)} (pseudo-Huber; training_utils.diffusion_loss).", default="mse"
+    )
+    huber_c: float = _help("Pseudo-Huber threshold c (`loss_type: huber`): MSE below it, L1-like above.", default=0.1)
     noise_offset: float = _help(
         "Add offset * N(0, 1) per image and channel to the training noise (0 = off).", default=0.0
     )
@@ -303,6 +308,10 @@ class TrainingConfig:
             raise ValueError(
                 f"`snr_gamma` must be positive (5.0 is the paper's value) or unset, got {self.snr_gamma}."
             )
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {self.loss_type!r}.")
+        if not (math.isfinite(self.huber_c) and self.huber_c > 0):
+            raise ValueError(f"`huber_c` must be positive, got {self.huber_c}.")
         if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
             raise ValueError(
                 f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."

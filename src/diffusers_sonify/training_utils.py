@@ -33,7 +33,7 @@ from . import audio as audio_utils
 from .audio import prepare_waveform
 from .data import load_split
 from .models.audio_projection import AudioProjectionModel
-from .training_config import TIMESTEP_SAMPLINGS, check_logit_normal
+from .training_config import LOSS_TYPES, TIMESTEP_SAMPLINGS, check_logit_normal
 
 logger = logging.getLogger(__name__)
 
@@ -161,23 +161,43 @@ def diffusion_loss(
     timesteps: torch.Tensor,
     scheduler,
     snr_gamma: float | None = None,
+    loss_type: str = "mse",
+    huber_c: float = 0.1,
 ) -> torch.Tensor:
-    """Mean-squared error between prediction and target, optionally min-SNR-gamma weighted.
+    """Regression loss between prediction and target (MSE, L1 or pseudo-Huber), optionally min-SNR-gamma weighted.
 
     Min-SNR (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy") weights each sample by
     `min(SNR(t), gamma) / SNR(t)` for epsilon prediction, `min(SNR(t), gamma) / (SNR(t) + 1)` for v-prediction and
     `min(SNR(t), gamma)` for sample prediction; gamma = 5 is the paper's recommendation.
+
+    `loss_type`: `mse` regresses to the mean of what the noisy input allows, `l1` to its per-pixel median; `huber` is
+    the pseudo-Huber loss `2 c (sqrt(d^2 + c^2) - c)` of each difference `d`, equal to `d^2` for `|d| << c` and
+    growing like `2 c |d|` beyond it (`huber_c` = c). RECIPE.md ("Robust losses") measures all three in the toy world.
     """
-    if snr_gamma is None:
-        return nn.functional.mse_loss(model_pred.float(), target.float(), reduction="mean")
-    if snr_gamma <= 0:
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}.")
+    if loss_type == "huber" and not huber_c > 0:
+        raise ValueError(f"`huber_c` must be positive, got {huber_c}.")
+    if snr_gamma is not None and snr_gamma <= 0:
         raise ValueError(f"`snr_gamma` must be positive (5.0 is the paper's value) or None, got {snr_gamma}.")
+    if snr_gamma is None and loss_type == "mse":
+        return nn.functional.mse_loss(model_pred.float(), target.float(), reduction="mean")
+    diff = model_pred.float() - target.float()
+    if loss_type == "mse":
+        elementwise = diff.square()
+    elif loss_type == "l1":
+        elementwise = diff.abs()
+    else:
+        # sqrt(d^2 + c^2) - c written as d^2 / (sqrt(d^2 + c^2) + c): no cancellation when |d| << c
+        squared = diff.square()
+        elementwise = 2 * huber_c * squared / (torch.sqrt(squared + huber_c**2) + huber_c)
+    if snr_gamma is None:
+        return elementwise.mean()
     snr = compute_snr(scheduler, timesteps)
     clipped = torch.clamp(snr, max=snr_gamma)
     kind = scheduler.config.prediction_type
     weights = clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
-    per_sample = nn.functional.mse_loss(model_pred.float(), target.float(), reduction="none")
-    per_sample = per_sample.mean(dim=list(range(1, per_sample.ndim)))
+    per_sample = elementwise.mean(dim=list(range(1, elementwise.ndim)))
     return (per_sample * weights.to(per_sample)).mean()
 
 

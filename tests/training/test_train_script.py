@@ -34,7 +34,8 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
     then deleted, as if the process had been killed after logging step 7 and before saving it, so the last resume
     starts mid-epoch from checkpoint-6 and runs step 7 again. Both: a saved tiny pipeline with a text encoder,
     captions, LoRA rank 4, EMA, logit-normal timesteps, cached latents and audio features, validation every 2 steps,
-    and the Muon optimizer (the adapter's weight matrices; AdamW for LoRA and the rest), whose state must resume too.
+    the Muon optimizer (the adapter's weight matrices; AdamW for LoRA and the rest), whose state must resume too, and
+    the pseudo-Huber loss.
     """
     root = tmp_path_factory.mktemp("runs")
     common = [
@@ -51,6 +52,10 @@ def single_runs(tmp_path_factory, tiny_text_pipe_dir, tiny_dataset_dir, validati
         "logit_normal",  # the toy recipe's draw: its timesteps must resume exactly too
         "--optimizer",
         "muon",
+        "--loss_type",
+        "huber",
+        "--huber_c",
+        "0.5",
         "--max_train_steps",
         "8",
         "--max_grad_norm",
@@ -157,6 +162,7 @@ def test_model_card_and_push_folder(single_runs):
     assert card.data.library_name == "diffusers" and "lora" in card.data.tags
     assert "load_lora_weights" in card.text and "![validation grid](validation_grid.png)" in card.text
     assert "| lora_rank | 4 |" in card.text and "| optimizer | muon |" in card.text
+    assert "| loss_type | huber |" in card.text and "| huber_c | 0.5 |" in card.text
     assert "ClapAudioModelWithProjection" in card.text
     pushed = files_to_push(a)
     for name in (

@@ -103,6 +103,40 @@ def test_loss_min_snr_weighting_and_targets():
     assert torch.allclose(tu.training_target(v, latents, noise, t), expected_v, atol=1e-6)
 
 
+def test_loss_types_regress_to_the_mean_the_median_or_between():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    # one pixel, five training targets: 0, 0, 0, 1, 1 -> mean 0.4, median 0
+    target = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0]).view(5, 1, 1, 1)
+    t = torch.full((5,), 500)
+    candidates = torch.linspace(0, 1, 101)
+
+    def best(**kwargs):
+        losses = [tu.diffusion_loss(torch.full_like(target, float(p)), target, t, sched, **kwargs) for p in candidates]
+        return float(candidates[int(torch.argmin(torch.stack(losses)))])
+
+    assert best() == pytest.approx(0.4)
+    assert best(loss_type="l1") == 0.0
+    assert best(loss_type="huber", huber_c=10.0) == pytest.approx(0.4)  # errors << c: MSE
+    assert best(loss_type="huber", huber_c=0.01) < 0.05  # errors >> c: close to the median
+    # pseudo-Huber is d^2 for small differences and about 2 c |d| for large ones
+    pred, target = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    small = tu.diffusion_loss(target + 1e-3 * pred, target, t[:2], sched, loss_type="huber", huber_c=1.0)
+    assert small == pytest.approx(float((1e-3 * pred).square().mean()), rel=1e-3)
+    large = tu.diffusion_loss(target + 1e3 * pred, target, t[:2], sched, loss_type="huber", huber_c=0.5)
+    assert large == pytest.approx(float((1e3 * pred).abs().mean()), rel=1e-2)
+    # min-SNR weights apply per sample whatever the loss
+    t = torch.tensor([1, 999])
+    a = sched.alphas_cumprod[t]
+    snr = a / (1 - a)
+    expected = ((pred - target).abs().mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr).mean()
+    weighted = tu.diffusion_loss(pred, target, t, sched, snr_gamma=5.0, loss_type="l1")
+    assert torch.allclose(weighted, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"`loss_type` must be one of \('mse', 'l1', 'huber'\), got 'l2'"):
+        tu.diffusion_loss(pred, target, t, sched, loss_type="l2")
+    with pytest.raises(ValueError, match="`huber_c` must be positive, got -1"):
+        tu.diffusion_loss(pred, target, t, sched, loss_type="huber", huber_c=-1)
+
+
 def test_trainable_sets_lora_and_real_clipping():
     from accelerate import Accelerator
 
