@@ -20,7 +20,7 @@ ADAPTER_INPUT_TYPES = ("pooled", "hidden_states", "both")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 OPTIMIZERS = ("adamw", "muon")
-LOSS_TYPES = ("mse", "l1", "huber")
+LOSS_TYPES = ("mse", "rms", "l1", "huber")
 
 # diffusers.optimization.SchedulerType values (a test keeps them equal; importing diffusers here would cost seconds)
 LR_SCHEDULERS = (
@@ -187,7 +187,9 @@ class TrainingConfig:
     gradient_checkpointing: bool = _help("Recompute activations in backward (less memory, slower).", default=False)
     snr_gamma: Optional[float] = _help("Min-SNR weighting gamma (5.0 recommended); unset: plain MSE.", default=None)
     loss_type: str = _help(
-        f"Regression loss: {', '.join(LOSS_TYPES)} (pseudo-Huber; training_utils.diffusion_loss).", default="mse"
+        f"Regression loss: {', '.join(LOSS_TYPES)} (rms: each sample's root-mean-square error, so every sample pulls "
+        "equally; huber: pseudo-Huber; training_utils.diffusion_loss).",
+        default="mse",
     )
     huber_c: float = _help("Pseudo-Huber threshold c (`loss_type: huber`): MSE below it, L1-like above.", default=0.1)
     noise_offset: float = _help(

@@ -164,7 +164,7 @@ def diffusion_loss(
     loss_type: str = "mse",
     huber_c: float = 0.1,
 ) -> torch.Tensor:
-    """Regression loss between prediction and target (MSE, L1 or pseudo-Huber), optionally min-SNR-gamma weighted.
+    """Regression loss (MSE, per-sample RMS, L1 or pseudo-Huber) between prediction and target, min-SNR optional.
 
     Min-SNR (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy") weights each sample by
     `min(SNR(t), gamma) / SNR(t)` for epsilon prediction, `min(SNR(t), gamma) / (SNR(t) + 1)` for v-prediction and
@@ -172,7 +172,11 @@ def diffusion_loss(
 
     `loss_type`: `mse` regresses to the mean of what the noisy input allows, `l1` to its per-pixel median; `huber` is
     the pseudo-Huber loss `2 c (sqrt(d^2 + c^2) - c)` of each difference `d`, equal to `d^2` for `|d| << c` and
-    growing like `2 c |d|` beyond it (`huber_c` = c). RECIPE.md ("Robust losses") measures all three in the toy world.
+    growing like `2 c |d|` beyond it (`huber_c` = c). `rms` is each sample's squared error divided by its own
+    root-mean-square error (held constant): the gradient of twice the sample's RMS error, so that every sample of the
+    batch pulls with the same strength whatever its noise level, where under `mse` the samples with the largest errors
+    dominate; its minimiser is the geometric median of whole images rather than the per-pixel mean. RECIPE.md
+    ("Robust losses") measures them in the toy world.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}.")
@@ -183,6 +187,12 @@ def diffusion_loss(
     if snr_gamma is None and loss_type == "mse":
         return nn.functional.mse_loss(model_pred.float(), target.float(), reduction="mean")
     diff = model_pred.float() - target.float()
+    if loss_type == "rms":
+        squared = diff.square().mean(dim=list(range(1, diff.ndim)))
+        per_sample = squared / squared.detach().sqrt().clamp_min(1e-8)
+        if snr_gamma is None:
+            return per_sample.mean()
+        return (per_sample * _min_snr_weights(scheduler, timesteps, snr_gamma).to(per_sample)).mean()
     if loss_type == "mse":
         elementwise = diff.square()
     elif loss_type == "l1":
@@ -193,12 +203,15 @@ def diffusion_loss(
         elementwise = 2 * huber_c * squared / (torch.sqrt(squared + huber_c**2) + huber_c)
     if snr_gamma is None:
         return elementwise.mean()
+    per_sample = elementwise.mean(dim=list(range(1, elementwise.ndim)))
+    return (per_sample * _min_snr_weights(scheduler, timesteps, snr_gamma).to(per_sample)).mean()
+
+
+def _min_snr_weights(scheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:
     snr = compute_snr(scheduler, timesteps)
     clipped = torch.clamp(snr, max=snr_gamma)
     kind = scheduler.config.prediction_type
-    weights = clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
-    per_sample = elementwise.mean(dim=list(range(1, elementwise.ndim)))
-    return (per_sample * weights.to(per_sample)).mean()
+    return clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
 
 
 # ----------------------------------------------------------------------------------------------- what trains
