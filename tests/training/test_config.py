@@ -116,7 +116,7 @@ def test_wrong_combinations_fail_at_parse_time_naming_both_fields(flags, fields)
         (["--audio_drop_prob", "1.5"], "audio_drop_prob"),
         (["--timestep_sampling", "lognormal"], "`timestep_sampling` must be one of .*logit_normal.*'lognormal'"),
         (["--timestep_logit_std", "0"], "timestep_logit_std"),
-        (["--loss_type", "l2"], r"`loss_type` must be one of \('mse', 'l1', 'huber'\), got 'l2'"),
+        (["--loss_type", "l2"], r"`loss_type` must be one of \('mse', 'rms', 'l1', 'huber'\), got 'l2'"),
         (["--loss_type", "huber", "--huber_c", "0"], "`huber_c` must be positive, got 0.0"),
         (["--timestep_logit_mean", "nan"], "`timestep_logit_mean` and `timestep_logit_std` must be finite.*got nan"),
         (["--timestep_logit_std", "inf"], "must be finite.*got 0.0 and inf"),

@@ -131,10 +131,47 @@ def test_loss_types_regress_to_the_mean_the_median_or_between():
     expected = ((pred - target).abs().mean(dim=(1, 2, 3)) * torch.clamp(snr, max=5.0) / snr).mean()
     weighted = tu.diffusion_loss(pred, target, t, sched, snr_gamma=5.0, loss_type="l1")
     assert torch.allclose(weighted, expected, rtol=1e-5)
-    with pytest.raises(ValueError, match=r"`loss_type` must be one of \('mse', 'l1', 'huber'\), got 'l2'"):
+    with pytest.raises(ValueError, match=r"`loss_type` must be one of \('mse', 'rms', 'l1', 'huber'\), got 'l2'"):
         tu.diffusion_loss(pred, target, t, sched, loss_type="l2")
     with pytest.raises(ValueError, match="`huber_c` must be positive, got -1"):
         tu.diffusion_loss(pred, target, t, sched, loss_type="huber", huber_c=-1)
+
+
+def test_rms_loss_gives_every_sample_the_same_pull_and_regresses_to_the_geometric_median():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    target = torch.randn(2, 3, 4, 4)
+    noise = torch.randn(1, 3, 4, 4)  # the same error pattern in both samples, at two scales
+    t = torch.tensor([10, 990])
+    gradient_norms = {}
+    for loss_type in ("mse", "rms"):
+        # the second sample's error is 1,000 times the first's
+        pred = (target + noise * torch.tensor([0.01, 10.0]).view(2, 1, 1, 1)).requires_grad_(True)
+        loss = tu.diffusion_loss(pred, target, t, sched, loss_type=loss_type)
+        loss.backward()
+        gradient_norms[loss_type] = pred.grad.flatten(1).norm(dim=1)
+        if loss_type == "rms":  # its value: the mean of the samples' RMS errors
+            rms = (pred - target).detach().square().mean(dim=(1, 2, 3)).sqrt()
+            assert loss.item() == pytest.approx(float(rms.mean()), rel=1e-5)
+    ratio = gradient_norms["mse"][1] / gradient_norms["mse"][0]
+    assert ratio == pytest.approx(1000, rel=1e-3)
+    assert gradient_norms["rms"][1] == pytest.approx(float(gradient_norms["rms"][0]), rel=1e-4)
+    # three two-pixel images (0, 0), (1, 0), (0, 1): the best constant prediction (p, p) is the mean under mse
+    # (p = 1/3), the per-pixel median under l1 (p = 0) and the geometric median under rms (the Fermat point of the
+    # triangle, p = (3 - sqrt(3)) / 6 = 0.211)
+    images = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).view(3, 1, 1, 2)
+    t = torch.full((3,), 500)
+    candidates = torch.linspace(0, 1, 1001)
+
+    def best(loss_type):
+        losses = [
+            tu.diffusion_loss(torch.full_like(images, float(p)), images, t, sched, loss_type=loss_type)
+            for p in candidates
+        ]
+        return float(candidates[int(torch.argmin(torch.stack(losses)))])
+
+    assert best("mse") == pytest.approx(1 / 3, abs=1e-3)
+    assert best("l1") == 0.0
+    assert best("rms") == pytest.approx((3 - 3**0.5) / 6, abs=1e-3)
 
 
 def test_trainable_sets_lora_and_real_clipping():
