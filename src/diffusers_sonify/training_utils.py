@@ -187,23 +187,24 @@ def diffusion_loss(
     if snr_gamma is None and loss_type == "mse":
         return nn.functional.mse_loss(model_pred.float(), target.float(), reduction="mean")
     diff = model_pred.float() - target.float()
+    sample_dims = list(range(1, diff.ndim))
     if loss_type == "rms":
-        squared = diff.square().mean(dim=list(range(1, diff.ndim)))
+        squared = diff.square().mean(dim=sample_dims)
         per_sample = squared / squared.detach().sqrt().clamp_min(1e-8)
-        if snr_gamma is None:
-            return per_sample.mean()
-        return (per_sample * _min_snr_weights(scheduler, timesteps, snr_gamma).to(per_sample)).mean()
-    if loss_type == "mse":
-        elementwise = diff.square()
-    elif loss_type == "l1":
-        elementwise = diff.abs()
     else:
-        # sqrt(d^2 + c^2) - c written as d^2 / (sqrt(d^2 + c^2) + c): no cancellation when |d| << c
-        squared = diff.square()
-        elementwise = 2 * huber_c * squared / (torch.sqrt(squared + huber_c**2) + huber_c)
+        if loss_type == "mse":
+            elementwise = diff.square()
+        elif loss_type == "l1":
+            elementwise = diff.abs()
+        else:
+            # sqrt(d^2 + c^2) - c written as d^2 / (sqrt(d^2 + c^2) + c): no cancellation when |d| << c
+            squared = diff.square()
+            elementwise = 2 * huber_c * squared / (torch.sqrt(squared + huber_c**2) + huber_c)
+        if snr_gamma is None:
+            return elementwise.mean()
+        per_sample = elementwise.mean(dim=sample_dims)
     if snr_gamma is None:
-        return elementwise.mean()
-    per_sample = elementwise.mean(dim=list(range(1, elementwise.ndim)))
+        return per_sample.mean()
     return (per_sample * _min_snr_weights(scheduler, timesteps, snr_gamma).to(per_sample)).mean()
 
 
