@@ -278,7 +278,9 @@ def main(argv: list[str] | None = None) -> None:
                 noisy = noise_scheduler.add_noise(latents, noise, t)
                 pred = c["unet"](noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
                 target = tu.training_target(noise_scheduler, latents, noise, t)
-                loss = tu.diffusion_loss(pred, target, t, noise_scheduler, cfg.snr_gamma, cfg.loss_type, cfg.huber_c)
+                loss = tu.diffusion_loss(
+                    pred, target, t, noise_scheduler, cfg.snr_gamma, cfg.loss_type, cfg.huber_c, cfg.rms_max_timestep
+                )
                 gathered_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
                 record["loss"] += gathered_loss / cfg.gradient_accumulation_steps
                 indices = accelerator.gather(batch["index"].to(device)).reshape(accelerator.num_processes, -1)
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         if cfg.loss_type == "huber":
             hyperparameters["huber_c"] = cfg.huber_c
+        if cfg.rms_max_timestep is not None:
+            hyperparameters["rms_max_timestep"] = cfg.rms_max_timestep
         hyperparameters |= {"mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes}
         card = render_model_card(
             ModelCardData(

@@ -99,6 +99,19 @@ def check_logit_normal(mean: float, std: float) -> None:
         raise ValueError(f"`timestep_logit_std` must be positive (1.0 is the paper's value), got {std}.")
 
 
+def check_rms_max_timestep(rms_max_timestep: int | None, loss_type: str) -> None:
+    """Raise `ValueError` unless `rms_max_timestep` is unset, or a positive integer given with `loss_type: rms`."""
+    if rms_max_timestep is None:
+        return
+    if loss_type != "rms":
+        raise ValueError(
+            f"`rms_max_timestep` applies to `loss_type: rms` only, got it with `loss_type: {loss_type}`; unset it or "
+            "use `loss_type: rms`."
+        )
+    if isinstance(rms_max_timestep, bool) or not isinstance(rms_max_timestep, int) or rms_max_timestep <= 0:
+        raise ValueError(f"`rms_max_timestep` must be a positive integer timestep, got {rms_max_timestep!r}.")
+
+
 @dataclass
 class TrainingConfig:
     """All settings of one training run. Fields are grouped: model, data, optimisation, conditioning, state,
@@ -192,6 +205,11 @@ class TrainingConfig:
         default="mse",
     )
     huber_c: float = _help("Pseudo-Huber threshold c (`loss_type: huber`): MSE below it, L1-like above.", default=0.1)
+    rms_max_timestep: Optional[int] = _help(
+        "With `loss_type: rms`, only timesteps below it get the equal pull; those at or above it keep MSE's (their "
+        "squared error over the batch's mean RMS error). Unset: every timestep.",
+        default=None,
+    )
     noise_offset: float = _help(
         "Add offset * N(0, 1) per image and channel to the training noise (0 = off).", default=0.0
     )
@@ -314,6 +332,7 @@ class TrainingConfig:
             raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {self.loss_type!r}.")
         if not (math.isfinite(self.huber_c) and self.huber_c > 0):
             raise ValueError(f"`huber_c` must be positive, got {self.huber_c}.")
+        check_rms_max_timestep(self.rms_max_timestep, self.loss_type)
         if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
             raise ValueError(
                 f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."

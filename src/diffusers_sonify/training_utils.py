@@ -33,7 +33,7 @@ from . import audio as audio_utils
 from .audio import prepare_waveform
 from .data import load_split
 from .models.audio_projection import AudioProjectionModel
-from .training_config import LOSS_TYPES, TIMESTEP_SAMPLINGS, check_logit_normal
+from .training_config import LOSS_TYPES, TIMESTEP_SAMPLINGS, check_logit_normal, check_rms_max_timestep
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ def diffusion_loss(
     snr_gamma: float | None = None,
     loss_type: str = "mse",
     huber_c: float = 0.1,
+    rms_max_timestep: int | None = None,
 ) -> torch.Tensor:
     """Regression loss (MSE, per-sample RMS, L1 or pseudo-Huber) between prediction and target, min-SNR optional.
 
@@ -175,13 +176,16 @@ def diffusion_loss(
     growing like `2 c |d|` beyond it (`huber_c` = c). `rms` is each sample's squared error divided by its own
     root-mean-square error (held constant): the gradient of twice the sample's RMS error, so that every sample of the
     batch pulls with the same strength whatever its noise level, where under `mse` the samples with the largest errors
-    dominate; its minimiser is the geometric median of whole images rather than the per-pixel mean. RECIPE.md
-    ("Robust losses") measures them in the toy world.
+    dominate; its minimiser is the geometric median of whole images rather than the per-pixel mean. With
+    `rms_max_timestep` only the samples below that timestep get the equal pull; those at or above it keep MSE's
+    (their squared errors divided by one constant, the batch's mean RMS error). RECIPE.md ("Robust losses") measures
+    them in the toy world.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}.")
     if loss_type == "huber" and not huber_c > 0:
         raise ValueError(f"`huber_c` must be positive, got {huber_c}.")
+    check_rms_max_timestep(rms_max_timestep, loss_type)
     if snr_gamma is not None and snr_gamma <= 0:
         raise ValueError(f"`snr_gamma` must be positive (5.0 is the paper's value) or None, got {snr_gamma}.")
     if snr_gamma is None and loss_type == "mse":
@@ -190,7 +194,10 @@ def diffusion_loss(
     sample_dims = list(range(1, diff.ndim))
     if loss_type == "rms":
         squared = diff.square().mean(dim=sample_dims)
-        per_sample = squared / squared.detach().sqrt().clamp_min(1e-8)
+        rms = squared.detach().sqrt().clamp_min(1e-8)
+        if rms_max_timestep is not None:
+            rms = torch.where(timesteps.to(rms.device) >= rms_max_timestep, rms.mean(), rms)
+        per_sample = squared / rms
     else:
         if loss_type == "mse":
             elementwise = diff.square()

@@ -73,6 +73,7 @@ BAD_COMBINATIONS = {
         ["--pretrained_model_name_or_path", "org/base", "--random_flip", "--cache_latents"],
         ("random_flip", "cache_latents"),
     ),
+    "rms_max_timestep_without_rms": (["--rms_max_timestep", "800"], ("rms_max_timestep", "loss_type")),
     "captions_without_text_encoder": (
         ["--pretrained_model_name_or_path", "org/base", "--caption_column", "caption"],
         ("caption_column", "use_text_encoder"),
@@ -118,6 +119,7 @@ def test_wrong_combinations_fail_at_parse_time_naming_both_fields(flags, fields)
         (["--timestep_logit_std", "0"], "timestep_logit_std"),
         (["--loss_type", "l2"], r"`loss_type` must be one of \('mse', 'rms', 'l1', 'huber'\), got 'l2'"),
         (["--loss_type", "huber", "--huber_c", "0"], "`huber_c` must be positive, got 0.0"),
+        (["--loss_type", "rms", "--rms_max_timestep", "0"], "`rms_max_timestep` must be a positive integer"),
         (["--timestep_logit_mean", "nan"], "`timestep_logit_mean` and `timestep_logit_std` must be finite.*got nan"),
         (["--timestep_logit_std", "inf"], "must be finite.*got 0.0 and inf"),
         (["--validation_audio", "missing/rain.wav"], "validation_audio.*missing/rain.wav"),

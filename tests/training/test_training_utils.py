@@ -174,6 +174,30 @@ def test_rms_loss_gives_every_sample_the_same_pull_and_regresses_to_the_geometri
     assert best("rms") == pytest.approx((3 - 3**0.5) / 6, abs=1e-3)
 
 
+def test_rms_max_timestep_keeps_mse_pull_for_the_noisiest_samples():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    target = torch.randn(4, 3, 4, 4)
+    noise = torch.randn(1, 3, 4, 4)
+    # two samples below the threshold and two at or above it, each pair with errors 1,000 times apart
+    scales = torch.tensor([0.01, 10.0, 0.01, 10.0]).view(4, 1, 1, 1)
+    t = torch.tensor([10, 799, 800, 990])
+    pred = (target + noise * scales).requires_grad_(True)
+    loss = tu.diffusion_loss(pred, target, t, sched, loss_type="rms", rms_max_timestep=800)
+    loss.backward()
+    norms = pred.grad.flatten(1).norm(dim=1)
+    assert norms[1] == pytest.approx(float(norms[0]), rel=1e-4)  # below: the same pull
+    assert norms[3] / norms[2] == pytest.approx(1000, rel=1e-3)  # at or above: MSE's, growing with the error
+    # the noisiest samples' squared errors over the batch's mean RMS error, the others' RMS errors
+    squared = (pred - target).detach().square().mean(dim=(1, 2, 3))
+    expected = torch.cat([squared[:2].sqrt(), squared[2:] / squared.sqrt().mean()]).mean()
+    assert loss.item() == pytest.approx(float(expected), rel=1e-5)
+    # a threshold above every timestep is the plain rms loss
+    plain = tu.diffusion_loss(pred, target, t, sched, loss_type="rms")
+    assert torch.equal(tu.diffusion_loss(pred, target, t, sched, loss_type="rms", rms_max_timestep=1000), plain)
+    with pytest.raises(ValueError, match="`rms_max_timestep` applies to `loss_type: rms` only"):
+        tu.diffusion_loss(pred, target, t, sched, rms_max_timestep=800)
+
+
 def test_trainable_sets_lora_and_real_clipping():
     from accelerate import Accelerator
 
