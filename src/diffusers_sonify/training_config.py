@@ -99,8 +99,13 @@ def check_logit_normal(mean: float, std: float) -> None:
         raise ValueError(f"`timestep_logit_std` must be positive (1.0 is the paper's value), got {std}.")
 
 
-def check_rms_max_timestep(rms_max_timestep: int | None, loss_type: str) -> None:
-    """Raise `ValueError` unless `rms_max_timestep` is unset, or a positive integer given with `loss_type: rms`."""
+def check_loss_options(loss_type: str, huber_c: float, rms_max_timestep: int | None) -> None:
+    """Raise `ValueError` unless `loss_type` is known, `huber_c` finite and positive, and `rms_max_timestep` unset or
+    a positive integer given with `loss_type: rms` (the training config and `training_utils.diffusion_loss` both)."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}.")
+    if not (math.isfinite(huber_c) and huber_c > 0):
+        raise ValueError(f"`huber_c` must be positive, got {huber_c}.")
     if rms_max_timestep is None:
         return
     if loss_type != "rms":
@@ -328,11 +333,7 @@ class TrainingConfig:
             raise ValueError(
                 f"`snr_gamma` must be positive (5.0 is the paper's value) or unset, got {self.snr_gamma}."
             )
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {self.loss_type!r}.")
-        if not (math.isfinite(self.huber_c) and self.huber_c > 0):
-            raise ValueError(f"`huber_c` must be positive, got {self.huber_c}.")
-        check_rms_max_timestep(self.rms_max_timestep, self.loss_type)
+        check_loss_options(self.loss_type, self.huber_c, self.rms_max_timestep)
         if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
             raise ValueError(
                 f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."

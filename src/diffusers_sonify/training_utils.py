@@ -33,7 +33,7 @@ from . import audio as audio_utils
 from .audio import prepare_waveform
 from .data import load_split
 from .models.audio_projection import AudioProjectionModel
-from .training_config import LOSS_TYPES, TIMESTEP_SAMPLINGS, check_logit_normal, check_rms_max_timestep
+from .training_config import TIMESTEP_SAMPLINGS, check_logit_normal, check_loss_options
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +181,7 @@ def diffusion_loss(
     (their squared errors divided by one constant, the batch's mean RMS error). RECIPE.md ("Robust losses") measures
     them in the toy world.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"`loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}.")
-    if loss_type == "huber" and not huber_c > 0:
-        raise ValueError(f"`huber_c` must be positive, got {huber_c}.")
-    check_rms_max_timestep(rms_max_timestep, loss_type)
+    check_loss_options(loss_type, huber_c, rms_max_timestep)
     if snr_gamma is not None and snr_gamma <= 0:
         raise ValueError(f"`snr_gamma` must be positive (5.0 is the paper's value) or None, got {snr_gamma}.")
     if snr_gamma is None and loss_type == "mse":
