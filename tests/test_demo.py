@@ -55,6 +55,7 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     # issue 15: the wall time is reported with the CPU it ran on
     assert f"s on {saved['machine']} (stage times in metrics.json)" in (tmp_path / "report.md").read_text()
     assert list(saved["stage_seconds"]) == ["corpora", "audio_encoder", "build", "train", "evaluate"]
+    assert "repa_cosine" not in (tmp_path / "model" / "train_log.jsonl").read_text()  # no VLM, no REPA
     # the real builder paired the unpaired corpora: MiniLM retrieval found the pictured class for every source
     assert saved["pairing_accuracy"] == 1.0 and saved["num_training_pairs"] == 48
     report = (tmp_path / "report.md").read_text()
@@ -150,6 +151,11 @@ def test_quick_demo_with_the_toy_vlm_trains_it_and_builds_with_it(tmp_path):
     card = (tmp_path / "sonified" / "README.md").read_text()
     assert f"| Describer | `diffusers_sonify.sonification.describe:VLMDescriber ({tmp_path / 'toy_vlm'})` |" in card
     assert (tmp_path / "toy_vlm" / "model.safetensors").is_file() and metrics["num_training_pairs"] > 0
+    # REPA: the training aligned the UNet with the toy VLM's vision tower; the projector is not in the pipeline
+    log = [json.loads(line) for line in (tmp_path / "model" / "train_log.jsonl").read_text().splitlines()]
+    assert log and all(-1 < e["repa_cosine"] < 1 for e in log)
+    assert "repa_weight" in (tmp_path / "model" / "README.md").read_text()
+    assert not any("repa" in key for key in json.loads((tmp_path / "model" / "model_index.json").read_text()))
     # the metadata describer is the reference: exact on the same held-out renders the VLM is scored on
     for key in ("valid_json", "source_f1", "setting_accuracy", "space_accuracy", "prominence_spearman"):
         assert metrics[f"metadata_describer_{key}"] == 1.0, key

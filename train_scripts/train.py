@@ -10,6 +10,7 @@ its checks in `diffusers_sonify.training_config` (`--help` lists every field).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -118,6 +119,14 @@ def main(argv: list[str] | None = None) -> None:
         train_unet=cfg.train_unet,
         train_audio_encoder=cfg.train_audio_encoder,
     )
+    alignment = None
+    if cfg.repa_encoder_name_or_path:  # REPA: a projector trained with the adapter, not part of the pipeline
+        from diffusers_sonify.repa import RepresentationAlignment
+
+        alignment = RepresentationAlignment.from_pretrained(cfg.repa_encoder_name_or_path, c["unet"], cfg.repa_block)
+        alignment.encoder.to(device, weight_dtype)
+        modules["repa_projector"] = alignment.make_projector(cfg.repa_projector_dim)
+        params += list(modules["repa_projector"].parameters())
     for name, module in modules.items():
         if module is None:
             continue
@@ -184,12 +193,17 @@ def main(argv: list[str] | None = None) -> None:
         num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_steps * accelerator.num_processes,
     )
-    # only modules with trainable weights are wrapped (DDP) and checkpointed
+    # only modules with trainable weights are wrapped (DDP) and checkpointed; the pipeline's (`c`) and the REPA
+    # projector, which is checkpointed but not saved in the pipeline
     trained = [
-        k for k in ("audio_projection", "unet", "audio_encoder") if any(p.requires_grad for p in c[k].parameters())
+        k
+        for k in ("audio_projection", "unet", "audio_encoder", "repa_projector")
+        if modules.get(k) is not None and any(p.requires_grad for p in modules[k].parameters())
     ]
-    prepared = accelerator.prepare(*[c[k] for k in trained], optimizer, loader, lr_scheduler)
-    c.update(zip(trained, prepared[: len(trained)]))
+    prepared = accelerator.prepare(*[modules[k] for k in trained], optimizer, loader, lr_scheduler)
+    modules.update(zip(trained, prepared[: len(trained)]))
+    c.update({k: modules[k] for k in trained if k in c})
+    in_pipeline = [k for k in trained if k in c]
     optimizer, loader, lr_scheduler = prepared[len(trained) :]
     c["unet"].to(device)
     ema = EMAModel(params, decay=cfg.ema_decay) if cfg.use_ema else None
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         loader.set_epoch(epoch)
         skip = (global_step - epoch * steps_per_epoch) * cfg.gradient_accumulation_steps if epoch == first_epoch else 0
         for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
-            with accelerator.accumulate(*[c[k] for k in trained]):
+            with accelerator.accumulate(*[modules[k] for k in trained]):
                 gen = tu.step_generator(cfg.seed, global_step, micro, accelerator.process_index)
                 micro += 1
                 if "latent_moments" in batch:
@@ -276,13 +290,19 @@ def main(argv: list[str] | None = None) -> None:
                     cfg.timestep_logit_std,
                 ).to(device)
                 noisy = noise_scheduler.add_noise(latents, noise, t)
-                pred = c["unet"](noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
+                with alignment.capture() if alignment is not None else contextlib.nullcontext():
+                    pred = c["unet"](noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
                 target = tu.training_target(noise_scheduler, latents, noise, t)
                 loss = tu.diffusion_loss(
                     pred, target, t, noise_scheduler, cfg.snr_gamma, cfg.loss_type, cfg.huber_c, cfg.rms_max_timestep
                 )
                 gathered_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
                 record["loss"] += gathered_loss / cfg.gradient_accumulation_steps
+                if alignment is not None:  # the clean images (flipped as the UNet saw them) through the encoder
+                    cosine = alignment.cosine(modules["repa_projector"], pixels)
+                    gathered = accelerator.gather(cosine.detach().reshape(1)).mean().item()
+                    record["repa_cosine"] = record.get("repa_cosine", 0.0) + gathered / cfg.gradient_accumulation_steps
+                    loss = loss - cfg.repa_weight * cosine
                 indices = accelerator.gather(batch["index"].to(device)).reshape(accelerator.num_processes, -1)
                 record["indices"].append(indices)
                 accelerator.backward(loss)
@@ -302,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
                 ema.step(params)
             entry = {
                 "step": global_step,
-                "loss": record["loss"],
+                "loss": record["loss"],  # the diffusion loss, without the REPA term
+                **({"repa_cosine": record["repa_cosine"]} if "repa_cosine" in record else {}),
                 "lr": lr_scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm),
                 "grad_norm_clipped": float(clipped),
@@ -323,9 +344,8 @@ def main(argv: list[str] | None = None) -> None:
                 tu.save_checkpoint(accelerator, output_dir, global_step, cfg.checkpoints_total_limit)
             if cfg.validation_audio and global_step % cfg.validation_steps == 0 and not done:
                 if accelerator.is_main_process:
-                    pipeline = AudioToImagePipeline(
-                        **{**c, **{k: accelerator.unwrap_model(c[k]) for k in trained}, "scheduler": pipe_scheduler}
-                    )
+                    unwrapped = {k: accelerator.unwrap_model(c[k]) for k in in_pipeline}
+                    pipeline = AudioToImagePipeline(**{**c, **unwrapped, "scheduler": pipe_scheduler})
                     images = tu.generate_validation_images(
                         pipeline,
                         cfg.validation_audio,
@@ -362,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(params)
-        for k in trained:
+        for k in in_pipeline:
             c[k] = accelerator.unwrap_model(c[k])
         lora_layers = None
         if cfg.lora_rank:
@@ -397,6 +417,12 @@ def main(argv: list[str] | None = None) -> None:
             hyperparameters["huber_c"] = cfg.huber_c
         if cfg.rms_max_timestep is not None:
             hyperparameters["rms_max_timestep"] = cfg.rms_max_timestep
+        if cfg.repa_encoder_name_or_path:
+            hyperparameters |= {
+                "repa_encoder": hub_id(cfg.repa_encoder_name_or_path) or "a local folder",
+                "repa_weight": cfg.repa_weight,
+                "repa_block": cfg.repa_block,
+            }
         hyperparameters |= {"mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes}
         card = render_model_card(
             ModelCardData(

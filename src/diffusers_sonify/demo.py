@@ -787,6 +787,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         "--cache_dir",
         str(out / "cache"),
     ]
+    if use_vlm:  # REPA: the UNet's mid block learns to predict what the chain's own toy VLM sees in the picture
+        train_cmd += ["--repa_encoder_name_or_path", str(vlm_dir)]
     if size.train_steps is not None:
         train_cmd += ["--max_train_steps", str(size.train_steps)]
     _run(train_cmd, out / "train.log")

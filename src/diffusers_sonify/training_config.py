@@ -21,6 +21,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 OPTIMIZERS = ("adamw", "muon")
 LOSS_TYPES = ("mse", "rms", "l1", "huber")
+REPA_BLOCK = re.compile(r"mid_block|(down|up)_blocks\.(\d+)")  # the names diffusers_sonify.repa accepts
 
 # diffusers.optimization.SchedulerType values (a test keeps them equal; importing diffusers here would cost seconds)
 LR_SCHEDULERS = (
@@ -215,6 +216,19 @@ class TrainingConfig:
         "squared error over the batch's mean RMS error). Unset: every timestep.",
         default=None,
     )
+    repa_encoder_name_or_path: Optional[str] = _help(
+        "Representation alignment (REPA): a vision encoder (model id or folder: DINOv2, CLIP, SigLIP, or a "
+        "vision-language model, whose vision tower is used) whose patch features of the clean image one UNet block "
+        "learns to predict through a projector trained alongside; the projector is checkpointed but not saved in "
+        "the pipeline (diffusers_sonify.repa). Unset: off.",
+        default=None,
+    )
+    repa_weight: float = _help("REPA: weight of the mean cosine similarity subtracted from the loss.", default=0.5)
+    repa_block: str = _help(
+        "REPA: the UNet block whose output is aligned: mid_block, down_blocks.<i> or up_blocks.<i>.",
+        default="mid_block",
+    )
+    repa_projector_dim: int = _help("REPA: hidden width of the projector (a 3-layer MLP).", default=2048)
     noise_offset: float = _help(
         "Add offset * N(0, 1) per image and channel to the training noise (0 = off).", default=0.0
     )
@@ -339,6 +353,17 @@ class TrainingConfig:
                 f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."
             )
         check_logit_normal(self.timestep_logit_mean, self.timestep_logit_std)
+        if not (math.isfinite(self.repa_weight) and self.repa_weight > 0):
+            raise ValueError(
+                f"`repa_weight` must be a positive number (0.5 in the REPA paper), got {self.repa_weight}; leave "
+                "`repa_encoder_name_or_path` unset to train without REPA."
+            )
+        if not REPA_BLOCK.fullmatch(self.repa_block):
+            raise ValueError(
+                f"`repa_block`={self.repa_block!r} is not a UNet block name: use mid_block, down_blocks.<i> or "
+                "up_blocks.<i>."
+            )
+        require_positive(self, ("repa_projector_dim",))
         if self.max_grad_norm <= 0 or self.augment_gain_db < 0 or self.adam_epsilon <= 0:
             raise ValueError(
                 "`max_grad_norm` and `adam_epsilon` must be positive and `augment_gain_db` >= 0, got "
@@ -369,6 +394,11 @@ class TrainingConfig:
             raise ValueError(
                 "`random_flip` needs the images, but `cache_latents` stores VAE latents: set `cache_latents: false` "
                 "(pixel-space models built from `unet_config` with 3 input channels cache nothing)."
+            )
+        if self.repa_encoder_name_or_path and self.cache_latents and self.pixel_space is not True:
+            raise ValueError(
+                "`repa_encoder_name_or_path` shows the encoder the clean images, but `cache_latents` stores VAE "
+                "latents: set `cache_latents: false` (pixel-space UNets cache nothing)."
             )
         if self.caption_column and not self.pretrained_pipeline and not self.use_text_encoder:
             raise ValueError(
@@ -404,6 +434,7 @@ class TrainingConfig:
             "pretrained_model_name_or_path",
             "audio_encoder_name_or_path",
             "dataset_name",
+            "repa_encoder_name_or_path",
         ):
             check_local_or_hub(name, getattr(self, name))
         missing = [p for p in self.validation_audio if not os.path.isfile(os.path.expanduser(p))]

@@ -94,3 +94,13 @@ def tiny_base_dirs(tmp_path_factory) -> tuple[str, str]:
     c["audio_encoder"].save_pretrained(audio)
     c["feature_extractor"].save_pretrained(audio)
     return str(base), str(audio)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory) -> str:
+    """A tiny Idefics3 (the toy VLM's family: 32-px images, 8 x 8 patches) saved whole, as a REPA encoder."""
+    from diffusers_sonify.tiny import tiny_idefics3
+
+    path = tmp_path_factory.mktemp("vlm")
+    tiny_idefics3(path, seed=3, image_size=32, patch_size=4)
+    return str(path)

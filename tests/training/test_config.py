@@ -73,6 +73,10 @@ BAD_COMBINATIONS = {
         ["--pretrained_model_name_or_path", "org/base", "--random_flip", "--cache_latents"],
         ("random_flip", "cache_latents"),
     ),
+    "repa_with_cached_latents": (
+        ["--pretrained_model_name_or_path", "org/base", "--repa_encoder_name_or_path", "org/dino", "--cache_latents"],
+        ("repa_encoder_name_or_path", "cache_latents"),
+    ),
     "rms_max_timestep_without_rms": (["--rms_max_timestep", "800"], ("rms_max_timestep", "loss_type")),
     "captions_without_text_encoder": (
         ["--pretrained_model_name_or_path", "org/base", "--caption_column", "caption"],
@@ -120,6 +124,17 @@ def test_wrong_combinations_fail_at_parse_time_naming_both_fields(flags, fields)
         (["--loss_type", "l2"], r"`loss_type` must be one of \('mse', 'rms', 'l1', 'huber'\), got 'l2'"),
         (["--loss_type", "huber", "--huber_c", "0"], "`huber_c` must be positive, got 0.0"),
         (["--loss_type", "rms", "--rms_max_timestep", "0"], "`rms_max_timestep` must be a positive integer"),
+        (
+            ["--repa_weight", "0"],
+            "`repa_weight` must be a positive number.*got 0.0.*leave `repa_encoder_name_or_path`",
+        ),
+        (["--repa_weight", "nan"], "`repa_weight` must be a positive number"),
+        (["--repa_block", "mid"], r"`repa_block`='mid' is not a UNet block name: use mid_block, down_blocks.<i>"),
+        (["--repa_projector_dim", "0"], "`repa_projector_dim` must be positive"),
+        (
+            ["--unet_config", PIXEL_UNET, "--repa_encoder_name_or_path", "./no/dino"],
+            "`repa_encoder_name_or_path`='./no/dino' is not an existing",
+        ),
         (["--timestep_logit_mean", "nan"], "`timestep_logit_mean` and `timestep_logit_std` must be finite.*got nan"),
         (["--timestep_logit_std", "inf"], "must be finite.*got 0.0 and inf"),
         (["--validation_audio", "missing/rain.wav"], "validation_audio.*missing/rain.wav"),

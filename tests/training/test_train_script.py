@@ -177,33 +177,107 @@ def test_model_card_and_push_folder(single_runs):
     assert not [p for p in pushed if p.startswith(("checkpoint-", "logs/")) or p == "train_log.jsonl"]
 
 
-def test_two_processes_pixel_space_with_trainable_audio_encoder(tmp_path, tiny_dataset_dir, tiny_base_dirs):
-    """Two gloo processes; a pixel-space UNet from an inline config; the audio encoder trains (no audio cache)."""
+PIXEL_UNET = json.dumps(
+    {
+        "sample_size": 32,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": [32, 32],
+        "layers_per_block": 1,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "cross_attention_dim": 32,
+        "attention_head_dim": 8,
+    }
+)
+
+
+def test_repa_resumes_exactly_and_its_projector_stays_out_of_the_pipeline(
+    tmp_path, tiny_dataset_dir, tiny_base_dirs, tiny_vlm_dir
+):
+    """REPA with a VLM's vision tower: run A trains 6 steps (8 rows in batches of 2: into a second epoch); run B
+    stops mid-epoch at step 3 and resumes. The projector is in the checkpoint, not in the saved pipeline."""
     base, audio = tiny_base_dirs
-    unet_config = json.dumps(
-        {
-            "sample_size": 32,
-            "in_channels": 3,
-            "out_channels": 3,
-            "block_out_channels": [32, 32],
-            "layers_per_block": 1,
-            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-            "cross_attention_dim": 32,
-            "attention_head_dim": 8,
-        }
+    common = [
+        "--unet_config",
+        PIXEL_UNET,
+        "--scheduler_config",
+        f"{base}/scheduler/scheduler_config.json",
+        "--audio_encoder_name_or_path",
+        audio,
+        "--dataset_name",
+        tiny_dataset_dir,
+        "--train_unet",
+        "--random_flip",
+        "--optimizer",
+        "muon",
+        "--repa_encoder_name_or_path",
+        tiny_vlm_dir,
+        "--repa_projector_dim",
+        "24",
+        "--max_train_steps",
+        "6",
+        "--checkpointing_steps",
+        "100",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--report_to",
+        "none",
+    ]
+    single = ["--num_processes", "1", "--cpu"]
+    a, b = tmp_path / "A", tmp_path / "B"
+    launch(single, [*common, "--output_dir", str(a)])
+    launch(single, [*common, "--output_dir", str(b), "--max_steps_this_run", "3"])
+    saved = [load_file(f) for f in sorted((b / "checkpoint-3").glob("trainable_*.safetensors"))]
+    projector = [s for s in saved if "layers.0.weight" in s]
+    assert len(projector) == 1 and projector[0]["layers.0.weight"].shape == (24, 32)  # mid block: 32 channels
+    assert projector[0]["layers.4.weight"].shape == (64, 24)  # the VLM's vision width
+    launch(single, [*common, "--output_dir", str(b), "--resume_from_checkpoint", "latest"])
+    log_a, log_b = read_log(a), read_log(b)
+    assert [e["step"] for e in log_b] == list(range(1, 7))
+    assert [(e["loss"], e["repa_cosine"]) for e in log_a] == [(e["loss"], e["repa_cosine"]) for e in log_b]
+    assert all(-1 < e["repa_cosine"] < 1 for e in log_a) and len({e["repa_cosine"] for e in log_a}) == 6
+    unet_file = "unet/diffusion_pytorch_model.safetensors"
+    wa, wb = load_file(a / unet_file), load_file(b / unet_file)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    from diffusers import UNet2DConditionModel
+
+    from diffusers_sonify import AudioToImagePipeline
+
+    assert set(wa) == set(UNet2DConditionModel.from_config(json.loads(PIXEL_UNET)).state_dict())
+    index = json.loads((a / "model_index.json").read_text())
+    assert not any("repa" in key for key in index)
+    assert sorted(p.name for p in a.glob("*/*.safetensors")) == sorted(
+        p.name for p in a.glob("*/*.safetensors") if p.parent.name in index
     )
+    pipe = AudioToImagePipeline.from_pretrained(a)
+    assert not any("repa" in name for name in pipe.components)
+    card = (a / "README.md").read_text()
+    assert "repa_weight" in card and "repa_block" in card
+
+
+def test_two_processes_pixel_space_with_trainable_audio_encoder(
+    tmp_path, tiny_dataset_dir, tiny_base_dirs, tiny_vlm_dir
+):
+    """Two gloo processes; a pixel-space UNet from an inline config; the audio encoder trains (no audio cache);
+    REPA on the UNet's 16 x 16 mid block from the encoder's 8 x 8 patches (its projector wrapped in DDP too)."""
+    base, audio = tiny_base_dirs
     out = tmp_path / "out"
     launch(
         ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
         [
             "--unet_config",
-            unet_config,
+            PIXEL_UNET,
             "--scheduler_config",
             f"{base}/scheduler/scheduler_config.json",
             "--audio_encoder_name_or_path",
             audio,
             "--train_audio_encoder",
+            "--repa_encoder_name_or_path",
+            tiny_vlm_dir,
+            "--repa_projector_dim",
+            "16",
             "--dataset_name",
             tiny_dataset_dir,
             "--expected_num_processes",
@@ -218,7 +292,7 @@ def test_two_processes_pixel_space_with_trainable_audio_encoder(tmp_path, tiny_d
     )
     log = read_log(out)
     assert [e["step"] for e in log] == [1, 2]
-    assert all(e["num_processes"] == 2 and e["written_by_rank"] == 0 for e in log)
+    assert all(e["num_processes"] == 2 and e["written_by_rank"] == 0 and -1 < e["repa_cosine"] < 1 for e in log)
     for e in log:
         rank0, rank1 = e["indices_per_rank"]
         assert len(rank0) == len(rank1) == 2 and not set(rank0) & set(rank1)
