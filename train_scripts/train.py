@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
             hyperparameters["rms_max_timestep"] = cfg.rms_max_timestep
         if cfg.repa_encoder_name_or_path:
             hyperparameters |= {
-                "repa_encoder": hub_id(cfg.repa_encoder_name_or_path) or "a local folder",
+                "repa_encoder": cfg.repa_encoder_name_or_path,  # a local path is reduced to its folder name
                 "repa_weight": cfg.repa_weight,
                 "repa_block": cfg.repa_block,
             }
