@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_steps * accelerator.num_processes,
     )
-    # only modules with trainable weights are wrapped (DDP) and checkpointed; the pipeline's (`c`) and the REPA
-    # projector, which is checkpointed but not saved in the pipeline
+    # only modules with trainable weights are wrapped (DDP) and checkpointed: the pipeline's (`c`), and the REPA
+    # projector, which is checkpointed but never saved in the pipeline
     trained = [
         k
         for k in ("audio_projection", "unet", "audio_encoder", "repa_projector")
