@@ -58,9 +58,9 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took in the last measured full run (RECIPE.md, d21: the chain with the toy VLM, seed 1, a 2-core
+# Seconds each stage took in the last measured full run (RECIPE.md, d22: the chain with the toy VLM, seed 1, a 2-core
 # AMD EPYC box, nothing else running); printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 2, "audio_encoder": 78, "vlm": 87, "build": 34, "train": 467, "evaluate": 93}
+STAGE_ETA = {"corpora": 2, "audio_encoder": 81, "vlm": 93, "build": 34, "train": 480, "evaluate": 94}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
