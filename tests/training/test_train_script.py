@@ -255,7 +255,7 @@ def test_repa_resumes_exactly_and_its_projector_stays_out_of_the_pipeline(
     assert not any("repa" in name for name in pipe.components)
     card = (a / "README.md").read_text()
     assert "repa_weight" in card and "repa_block" in card
-    assert f"| repa_encoder | {Path(tiny_vlm_dir).name} |" in card and tiny_vlm_dir not in card  # no local paths
+    assert f"| repa_encoder | {Path(tiny_vlm_dir).name} (local folder) |" in card and tiny_vlm_dir not in card
 
 
 def test_two_processes_pixel_space_with_trainable_audio_encoder(
