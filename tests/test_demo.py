@@ -75,9 +75,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     # the training program wrote a directly loadable pipeline
     pipe = AudioToImagePipeline.from_pretrained(tmp_path / "model")
     assert pipe.vae is None and pipe.unet.config.in_channels == 3
-    # concurrent generation (2 worker threads of one torch thread each, pipeline copies) gives exactly the images of
-    # one worker on one torch thread, in order (a different thread count changes the last float bits, so pixel
-    # values may differ by a level: not compared)
+    # concurrent generation (2 worker threads of one torch thread each, pipeline copies) gives the images of one
+    # worker on one torch thread, in order
     pipe.set_progress_bar_config(disable=True)
     sounds = make_eval_sounds(
         seed=0,
@@ -90,7 +89,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     with torch_threads(1):
         serial = demo.generate(pipe, sounds, demo.QUICK, seed=0, batch_size=1, workers=1)
     concurrent = demo.generate(pipe, sounds, demo.QUICK, seed=0, batch_size=1, workers=2)
-    assert [np.asarray(a).tolist() for a in serial] == [np.asarray(b).tolist() for b in concurrent]
+    # in order and the same pictures; a pixel may round to the next level (the 8-bit conversion of values that differ
+    # in the last float bits between the serial and the threaded run)
+    for a, b in zip(serial, concurrent, strict=True):
+        diff = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
     assert np.asarray(serial[0]).tolist() != np.asarray(serial[1]).tolist()
 
 

@@ -192,6 +192,18 @@ PIXEL_UNET = json.dumps(
 )
 
 
+def pixel_space_flags(base: str, audio: str) -> list[str]:
+    """A pixel-space UNet from `PIXEL_UNET`, the base model's scheduler and an audio encoder folder."""
+    return [
+        "--unet_config",
+        PIXEL_UNET,
+        "--scheduler_config",
+        f"{base}/scheduler/scheduler_config.json",
+        "--audio_encoder_name_or_path",
+        audio,
+    ]
+
+
 def test_repa_resumes_exactly_and_its_projector_stays_out_of_the_pipeline(
     tmp_path, tiny_dataset_dir, tiny_base_dirs, tiny_vlm_dir
 ):
@@ -199,12 +211,7 @@ def test_repa_resumes_exactly_and_its_projector_stays_out_of_the_pipeline(
     stops mid-epoch at step 3 and resumes. The projector is in the checkpoint, not in the saved pipeline."""
     base, audio = tiny_base_dirs
     common = [
-        "--unet_config",
-        PIXEL_UNET,
-        "--scheduler_config",
-        f"{base}/scheduler/scheduler_config.json",
-        "--audio_encoder_name_or_path",
-        audio,
+        *pixel_space_flags(base, audio),
         "--dataset_name",
         tiny_dataset_dir,
         "--train_unet",
@@ -268,12 +275,7 @@ def test_two_processes_pixel_space_with_trainable_audio_encoder(
     launch(
         ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
         [
-            "--unet_config",
-            PIXEL_UNET,
-            "--scheduler_config",
-            f"{base}/scheduler/scheduler_config.json",
-            "--audio_encoder_name_or_path",
-            audio,
+            *pixel_space_flags(base, audio),
             "--train_audio_encoder",
             "--repa_encoder_name_or_path",
             tiny_vlm_dir,
