@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     prepared = accelerator.prepare(*[modules[k] for k in trained], optimizer, loader, lr_scheduler)
     modules.update(zip(trained, prepared[: len(trained)]))
-    c.update({k: modules[k] for k in trained if k in c})
     in_pipeline = [k for k in trained if k in c]
+    c.update({k: modules[k] for k in in_pipeline})
     optimizer, loader, lr_scheduler = prepared[len(trained) :]
     c["unet"].to(device)
     ema = EMAModel(params, decay=cfg.ema_decay) if cfg.use_ema else None

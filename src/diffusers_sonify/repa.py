@@ -18,7 +18,6 @@ checkpointed with the trainable weights (a resumed run continues exactly) and le
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Iterator, Sequence
 
@@ -26,8 +25,6 @@ import torch
 from torch import nn
 
 from .training_config import REPA_BLOCK
-
-logger = logging.getLogger(__name__)
 
 # attributes under which transformers' multimodal and dual-encoder models keep their vision tower
 VISION_TOWER_ATTRIBUTES = ("vision_model", "vision_tower", "visual", "vision_encoder")
@@ -67,13 +64,14 @@ class RepaProjector(nn.Module):
         return self.layers(features.flatten(2).transpose(1, 2))
 
 
-def vision_tower(model: nn.Module) -> nn.Module:
-    """The vision encoder inside `model` (a VLM's or CLIP/SigLIP's vision tower), or `model` itself."""
+def vision_tower(model: nn.Module) -> tuple[str, nn.Module]:
+    """`(attribute, encoder)`: the vision encoder inside `model` (a VLM's or CLIP/SigLIP's vision tower) and the
+    attribute holding it, or `("", model)` when `model` is the encoder itself."""
     for name in VISION_TOWER_ATTRIBUTES:
         tower = getattr(model, name, None)
         if isinstance(tower, nn.Module):
-            return tower
-    return model
+            return name, tower
+    return "", model
 
 
 def load_repa_encoder(name_or_path: str, revision: str | None = None) -> tuple[nn.Module, dict]:
@@ -97,9 +95,8 @@ def load_repa_encoder(name_or_path: str, revision: str | None = None) -> tuple[n
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-    tower = vision_tower(model)
-    prefix = next((f"{n}." for n in VISION_TOWER_ATTRIBUTES if getattr(model, n, None) is tower), "")
-    missing = [k for k in info["missing_keys"] if k.startswith(prefix)]
+    attribute, tower = vision_tower(model)
+    missing = [k for k in info["missing_keys"] if k.startswith(f"{attribute}." if attribute else "")]
     if missing:
         raise ValueError(
             f"`repa_encoder_name_or_path`={name_or_path!r} has no weights for {len(missing)} vision-encoder tensors "

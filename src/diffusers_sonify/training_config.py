@@ -390,15 +390,11 @@ class TrainingConfig:
                 f"`lora_rank`={self.lora_rank} and `train_unet` are exclusive: LoRA trains a low-rank update of a "
                 "frozen UNet. Set `lora_rank: 0` to train the whole UNet, or drop `train_unet`."
             )
-        if self.random_flip and self.cache_latents and self.pixel_space is not True:
+        needs_images = [name for name in ("random_flip", "repa_encoder_name_or_path") if getattr(self, name)]
+        if needs_images and self.cache_latents and self.pixel_space is not True:
             raise ValueError(
-                "`random_flip` needs the images, but `cache_latents` stores VAE latents: set `cache_latents: false` "
-                "(pixel-space models built from `unet_config` with 3 input channels cache nothing)."
-            )
-        if self.repa_encoder_name_or_path and self.cache_latents and self.pixel_space is not True:
-            raise ValueError(
-                "`repa_encoder_name_or_path` shows the encoder the clean images, but `cache_latents` stores VAE "
-                "latents: set `cache_latents: false` (pixel-space UNets cache nothing)."
+                f"`{needs_images[0]}` needs the images, but `cache_latents` stores VAE latents: set `cache_latents: "
+                "false` (pixel-space models built from `unet_config` with 3 input channels cache nothing)."
             )
         if self.caption_column and not self.pretrained_pipeline and not self.use_text_encoder:
             raise ValueError(
