@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from . import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
-from .machine import cpu_summary, free_port
+from .machine import cpu_has_native_bf16, cpu_summary, free_port
 from .programs import config_path
 from .toyworld import (
     CLASS_NAMES,
@@ -58,9 +58,10 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took in the last measured full run (RECIPE.md, d22: the chain with the toy VLM, seed 1, a 2-core
-# AMD EPYC box, nothing else running); printed as the ETA of each stage.
-STAGE_ETA = {"corpora": 2, "audio_encoder": 81, "vlm": 93, "build": 34, "train": 480, "evaluate": 94}
+# Seconds each stage took in the last measured full run (RECIPE.md, d23: the chain with the toy VLM, seed 1, a 2-core
+# AMD EPYC box with bf16 arithmetic, nothing else running; training in fp32 takes about 480 s there); printed as the
+# ETA of each stage.
+STAGE_ETA = {"corpora": 2, "audio_encoder": 76, "vlm": 86, "build": 31, "train": 412, "evaluate": 88}
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -142,6 +143,13 @@ def _wait(proc: subprocess.Popen, cmd: list[str], log_path: Path) -> None:
 def _run(cmd: list[str], log_path: Path) -> None:
     """Run a stage program to the end (see [`_start`], [`_wait`])."""
     _wait(_start(cmd, log_path), cmd, log_path)
+
+
+def training_precision() -> str:
+    """The diffusion training's `--mixed_precision`: bf16 autocast where the CPU does bf16 arithmetic in hardware
+    (the UNet's steps 1.2x faster on the measured AMD EPYC, pictures as good: RECIPE.md, d23), fp32 ("no")
+    elsewhere, where bf16 is emulated and slower."""
+    return "bf16" if cpu_has_native_bf16() else "no"
 
 
 def vlm_image_seed(seed: int) -> int:
@@ -399,6 +407,7 @@ def write_report(
     sections.extend(extra_sections)
     if "fid_toy" in metrics:
         sections.append(_field_section(metrics))
+    precision = {"bf16": "bf16 autocast", "no": "fp32"}.get(metrics.get("training_precision"), "unrecorded precision")
     note = "\n**Quick mode: tiny data and 2 training steps; these numbers mean nothing.**\n" if quick else ""
     (out / "report.md").write_text(
         "# diffusers-sonify toy-world demo\n" + note + "\n"
@@ -414,7 +423,8 @@ def write_report(
         "measured by the scene parser.\n\n"
         f"| metric | value | bar | |\n|---|---|---|---|\n{rows}\n\n"
         f"{metrics['num_eval_images']} evaluation images; whole demo {metrics['wall_seconds']:.0f} s on "
-        f"{metrics.get('machine', 'an unrecorded machine')} (stage times in metrics.json).\n\n" + "\n".join(sections)
+        f"{metrics.get('machine', 'an unrecorded machine')}, training in {precision} (stage times in "
+        "metrics.json).\n\n" + "\n".join(sections)
     )
 
 
@@ -759,7 +769,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     # 5. Training, with the training program
     t0 = begin("train")
-    model_dir = out / "model"
+    model_dir, precision = out / "model", training_precision()
     train_cmd = [
         sys.executable,
         "-m",
@@ -770,7 +780,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         "--num_machines",
         "1",
         "--mixed_precision",
-        "no",
+        precision,
         "--dynamo_backend",
         "no",
         "--num_cpu_threads_per_process",
@@ -831,7 +841,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     metrics["wall_seconds"] = round(time.time() - start, 1)
     metrics["quick"] = args.quick
     metrics["seed"], metrics["describer"] = args.seed, args.describer
-    metrics["machine"] = cpu_summary()
+    metrics["machine"], metrics["training_precision"] = cpu_summary(), precision
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     sections = ((describer_section(metrics),) if use_vlm else ()) + (side_lines,)

@@ -20,6 +20,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# /proc/cpuinfo flags of bf16 arithmetic in hardware: AVX-512 BF16 (AMD Zen 4, Intel Cooper Lake and later), AMX
+# tiles (Intel Sapphire Rapids and later), and aarch64's `bf16`. Without one, bf16 is emulated and slower than fp32.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on arm); empty where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (so bf16 autocast speeds training up rather than down)."""
+    return bool(NATIVE_BF16_FLAGS & cpu_flags())
+
+
 def cpu_summary() -> str:
     """`"<CPU model>, <n> cores"`: the cores this process may use (a container's CPU set, not the host's)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
