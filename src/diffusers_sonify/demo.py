@@ -147,7 +147,7 @@ def _run(cmd: list[str], log_path: Path) -> None:
 
 def training_precision() -> str:
     """The diffusion training's `--mixed_precision`: bf16 autocast where the CPU does bf16 arithmetic in hardware
-    (the UNet's steps 1.2x faster on the measured AMD EPYC, pictures as good: RECIPE.md, d23), fp32 ("no")
+    (the training stage 1.15x faster on the measured AMD EPYC, pictures as good: RECIPE.md, d23), fp32 ("no")
     elsewhere, where bf16 is emulated and slower."""
     return "bf16" if cpu_has_native_bf16() else "no"
 
