@@ -7,18 +7,24 @@ import pytest
 
 from diffusers_sonify.machine import NATIVE_BF16_FLAGS, cpu_flags, cpu_has_native_bf16, cpu_model, cpu_summary
 
+needs_lscpu = pytest.mark.skipif(shutil.which("lscpu") is None, reason="needs util-linux's lscpu")
 
-@pytest.mark.skipif(shutil.which("lscpu") is None, reason="needs util-linux's lscpu")
-def test_cpu_model_is_the_model_lscpu_shows():
+
+def lscpu_values(field: str) -> list[str]:
+    """The values `lscpu` shows for `field` (e.g. "Model name")."""
     lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-    shown = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name:")]
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith(f"{field}:")]
+
+
+@needs_lscpu
+def test_cpu_model_is_the_model_lscpu_shows():
+    shown = lscpu_values("Model name")
     assert shown and cpu_model() == shown[0]
     assert cpu_summary().startswith(shown[0] + ", ") and cpu_summary().endswith(" cores")
 
 
-@pytest.mark.skipif(shutil.which("lscpu") is None, reason="needs util-linux's lscpu")
+@needs_lscpu
 def test_cpu_flags_are_the_flags_lscpu_shows():
-    lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-    shown = [set(line.split(":", 1)[1].split()) for line in lines if line.startswith("Flags:")]
+    shown = [set(value.split()) for value in lscpu_values("Flags")]
     assert shown and cpu_flags() == shown[0]
     assert cpu_has_native_bf16() == bool(NATIVE_BF16_FLAGS & shown[0])

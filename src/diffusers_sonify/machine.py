@@ -8,16 +8,21 @@ import platform
 import socket
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (what `lscpu` shows), else what `platform` knows."""
+def _cpuinfo_value(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line that starts with one of `keys`; None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(keys):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (what `lscpu` shows), else what `platform` knows."""
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 # /proc/cpuinfo flags of bf16 arithmetic in hardware: AVX-512 BF16 (AMD Zen 4, Intel Cooper Lake and later), AMX
@@ -27,14 +32,7 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on arm); empty where unreadable."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo_value("flags", "Features") or "").split())
 
 
 def cpu_has_native_bf16() -> bool:
