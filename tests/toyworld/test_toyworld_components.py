@@ -51,3 +51,22 @@ def test_toy_pipeline_generates_32px_images_from_sound():
     ).images
     assert out.shape == (2, 32, 32, 3) and np.isfinite(out).all()
     assert pipe.max_audio_seconds == 2.0
+
+
+def test_toy_pipeline_samples_under_cpu_bf16_autocast():
+    # the demo samples under bf16 autocast on CPUs with bf16 arithmetic: the AST feature extractor must stay in
+    # float32 (its filterbank goes through numpy) and the guided update must not be computed in bf16
+    pipe = AudioToImagePipeline(**toy_pipeline_components(seed=0))
+    pipe.set_progress_bar_config(disable=True)
+    sounds = [synthesize("bell", 0), synthesize("rain", 1)]
+
+    def sample():
+        generators = [torch.Generator().manual_seed(i) for i in range(2)]
+        kwargs = dict(sampling_rate=16_000, num_inference_steps=3, guidance_scale=2.0, guidance_rescale=0.7)
+        return pipe(sounds, output_type="pt", generator=generators, **kwargs).images
+
+    full = sample()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = sample()
+    assert mixed.dtype == torch.float32 and mixed.shape == full.shape == (2, 3, 32, 32)
+    assert (mixed - full).abs().max() < 0.05  # bf16 rounding of a random UNet's convolutions, not another picture

@@ -44,8 +44,13 @@ def audio_input_name(audio_encoder: torch.nn.Module) -> str:
 
 def audio_encoder_inputs(feature_extractor, audio_encoder, waveforms: list, device, dtype) -> torch.Tensor:
     """Run the feature extractor on mono waveforms (already at its `sampling_rate`) and return the tensor the
-    encoder's forward takes (`input_features` or `input_values`) on `device` / `dtype`."""
-    features = feature_extractor(waveforms, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
+    encoder's forward takes (`input_features` or `input_values`) on `device` / `dtype`.
+
+    Feature extractors compute on the CPU in float32 and hand numpy arrays back: under a CPU `torch.autocast` (a
+    pipeline called inside one) their filterbank would come out in bfloat16, which numpy cannot take, so autocast is
+    off here."""
+    with torch.autocast("cpu", enabled=False):
+        features = feature_extractor(waveforms, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
     return features[audio_input_name(audio_encoder)].to(device=device, dtype=dtype)
 
 

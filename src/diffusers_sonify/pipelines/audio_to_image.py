@@ -620,6 +620,7 @@ class AudioToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 model_input = torch.cat([latents] * num_branches)
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 noise = self.unet(model_input, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+                noise = noise.to(latents.dtype)  # under autocast the UNet answers in bf16; guide in the sample's dtype
                 preds = dict(zip(names, noise.chunk(num_branches)))
                 noise_pred = self._guide(preds, self._guidance_scale, self._text_guidance_scale)
                 if self._guidance_rescale > 0 and len(preds) > 1:
