@@ -154,9 +154,9 @@ def training_precision() -> str:
 
 def sampling_autocast(precision: str) -> torch.autocast:
     """The evaluation's sampling in the training's precision: under bf16 autocast the UNet's convolutions and
-    attention run in bf16 (generation 1.57x faster on the measured AMD EPYC, every picture measure the same on the
-    recorded model: RECIPE.md, d25); fp32 ("no") runs as it is. Autocast is per thread: enter it in the thread that
-    calls the pipeline."""
+    attention run in bf16 (generation 1.57x faster on the measured AMD EPYC, every picture measure the same on d23's
+    seed-0 model but one more sweep inversion: RECIPE.md, d25); fp32 ("no") runs as it is. Autocast is per thread:
+    enter it in the thread that calls the pipeline."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
