@@ -55,7 +55,8 @@ def test_toy_pipeline_generates_32px_images_from_sound():
 
 def test_toy_pipeline_samples_under_cpu_bf16_autocast():
     # the demo samples under bf16 autocast on CPUs with bf16 arithmetic: the AST feature extractor must stay in
-    # float32 (its filterbank goes through numpy) and the guided update must not be computed in bf16
+    # float32 (its filterbank goes through numpy; under autocast it raised a TypeError), and the pictures must be
+    # fp32 and the fp32 ones up to bf16 rounding
     pipe = AudioToImagePipeline(**toy_pipeline_components(seed=0))
     pipe.set_progress_bar_config(disable=True)
     sounds = [synthesize("bell", 0), synthesize("rain", 1)]
