@@ -54,14 +54,23 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     ).read_text()
     assert saved["num_eval_images"] == metrics["num_eval_images"] > 0
     # issue 15: the wall time is reported with the CPU it ran on
-    # with the precision it trained and sampled the bars' pictures in: bf16 autocast where the CPU does bf16 in
-    # hardware, fp32 elsewhere
+    # with the precision it trained and sampled in: bf16 autocast where the CPU does bf16 in hardware, fp32
+    # elsewhere; the field's metrics (the evaluation CLI) sample in it too
     assert saved["training_precision"] == ("bf16" if cpu_has_native_bf16() else "no")
     precision = {"bf16": "bf16 autocast", "no": "fp32"}[saved["training_precision"]]
     report = (tmp_path / "report.md").read_text()
-    assert f"s on {saved['machine']}, training, and sampling for the bars, in {precision} (stage times" in report
+    assert f"s on {saved['machine']}, training and sampling in {precision} (stage times" in report
+    field_run = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert field_run["mixed_precision"] == saved["training_precision"]
     assert f"| mixed_precision | {saved['training_precision']} |" in (tmp_path / "model" / "README.md").read_text()
-    assert list(saved["stage_seconds"]) == ["corpora", "audio_encoder", "build", "train", "evaluate"]
+    assert list(saved["stage_seconds"]) == [
+        "corpora",
+        "audio_encoder",
+        "evaluation_inputs",
+        "build",
+        "train",
+        "evaluate",
+    ]
     assert "repa_cosine" not in (tmp_path / "model" / "train_log.jsonl").read_text()  # no VLM, no REPA
     # the real builder paired the unpaired corpora: MiniLM retrieval found the pictured class for every source
     assert saved["pairing_accuracy"] == 1.0 and saved["num_training_pairs"] == 48
@@ -157,7 +166,15 @@ def test_quick_demo_with_the_toy_vlm_trains_it_and_builds_with_it(tmp_path):
     """Issue 15: `--describer vlm` trains the toy VLM in the chain and the builder describes every image with it
     through `VLMDescriber`; the report gains the describer table (the quick VLM's numbers mean nothing)."""
     metrics = demo.main(["--quick", "--describer", "vlm", "--output_dir", str(tmp_path)])
-    assert list(metrics["stage_seconds"]) == ["corpora", "audio_encoder", "vlm", "build", "train", "evaluate"]
+    assert list(metrics["stage_seconds"]) == [
+        "corpora",
+        "audio_encoder",
+        "evaluation_inputs",
+        "vlm",
+        "build",
+        "train",
+        "evaluate",
+    ]
     card = (tmp_path / "sonified" / "README.md").read_text()
     assert f"| Describer | `diffusers_sonify.sonification.describe:VLMDescriber ({tmp_path / 'toy_vlm'})` |" in card
     assert (tmp_path / "toy_vlm" / "model.safetensors").is_file() and metrics["num_training_pairs"] > 0

@@ -215,3 +215,40 @@ def test_bad_inputs_fail_before_loading_or_generating(tmp_path, dataset_kwargs, 
     with pytest.raises(ValueError, match=match):
         cli.main(args + extra)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_samples_under_bf16_autocast_when_asked(tiny_pipe_dir, toy_dataset, toy_classifier_dir, tmp_path):
+    """`--mixed_precision bf16` changes the sampling arithmetic (the pictures are not fp32's to the bit) and nothing
+    else: the same pictures within bf16 rounding, the scores computed, the setting recorded; a config that names
+    another dtype is refused before loading anything."""
+    base = [
+        "--pipeline",
+        tiny_pipe_dir,
+        "--dataset",
+        toy_dataset,
+        "--metrics",
+        "fid,probes",
+        "--num_images",
+        "4",
+        "--scorer",
+        "toyworld",
+        "--toy_classifier",
+        toy_classifier_dir,
+        "--num_inference_steps",
+        "2",
+    ]
+    results, pictures = {}, {}
+    for precision in ("no", "bf16"):
+        out = tmp_path / precision
+        results[precision] = cli.main([*base, "--output_dir", str(out), "--mixed_precision", precision])
+        files = sorted((out / "images").glob("*.png"))
+        pictures[precision] = np.stack([np.asarray(PIL.Image.open(f), dtype=np.float32) / 255 for f in files])
+    assert results["bf16"]["mixed_precision"] == "bf16" and results["no"]["mixed_precision"] == "no"
+    assert set(results["bf16"]["metrics"]) == set(results["no"]["metrics"])
+    difference = np.abs(pictures["bf16"] - pictures["no"])
+    assert difference.max() > 0, "bf16 autocast did not change the sampling: was it applied?"
+    assert difference.mean() < 0.02, difference.mean()
+    cfg = cli.parse_args([*base, "--output_dir", str(tmp_path / "bad")])
+    cfg.mixed_precision, cfg.pipeline = "fp16", MISSING_PIPELINE
+    with pytest.raises(ValueError, match="Unknown `--mixed_precision` 'fp16'"):
+        cli.evaluate(cfg)

@@ -52,3 +52,27 @@ def test_toy_field_metrics_run_the_cli_and_add_the_floor(tiny_pipe_dir, tmp_path
     assert field["fid_floor"] > 0 and field["classifier"]["num_train"] == 200
     saved = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert saved["metrics"]["fid"] == field["fid"] and "toyworld" in saved["models"]["fid"]
+
+
+def test_toy_field_metrics_take_inputs_prepared_earlier(tiny_pipe_dir, tmp_path):
+    """The demo prepares the classifier, the scenes and the floor while its VLM trains; the metrics then use exactly
+    those (not new ones), and inputs prepared for other scenes are refused before the CLI runs."""
+    from diffusers_sonify.evaluation.toy import prepare_toy_field_metrics
+
+    renders = list(make_eval_scene_dataset(8, seed=5)["image"])
+    prepared = prepare_toy_field_metrics(
+        tmp_path, renders, num_scenes=8, seed=1, classifier_kwargs={"num_train": 200, "num_heldout": 50, "steps": 10}
+    )
+    assert (tmp_path / "toy_classifier").is_dir() and (tmp_path / "eval_scenes").is_dir()
+    classifier_file = next((tmp_path / "toy_classifier").glob("*.safetensors"))
+    before = classifier_file.read_bytes()
+    field = toy_field_metrics(tmp_path, tiny_pipe_dir, num_scenes=8, seed=1, prepared=prepared, num_inference_steps=2)
+    assert classifier_file.read_bytes() == before  # scored with the prepared classifier, not a retrained one
+    assert (field["fid_floor"], field["kid_floor"]) == (prepared["fid_floor"], prepared["kid_floor"])
+    assert field["classifier"] == prepared["classifier"] and np.isfinite(field["fid"])
+    assert field["seconds"] >= prepared["seconds"]
+    for kwargs in ({"seed": 2, "num_scenes": 8}, {"seed": 1, "num_scenes": 6}):
+        with pytest.raises(ValueError, match="prepare them with the same"):
+            toy_field_metrics(tmp_path, "/nonexistent/pipeline", prepared=prepared, **kwargs)
+    with pytest.raises(ValueError, match="or `prepared`"):
+        toy_field_metrics(tmp_path / "other", tiny_pipe_dir)

@@ -69,38 +69,84 @@ def make_eval_scene_dataset(num_scenes: int, seed: int = 0):
     return Dataset.from_dict(rows, features=features)
 
 
+def prepare_toy_field_metrics(
+    out: Path,
+    training_images: list,
+    num_scenes: int = 64,
+    seed: int = 0,
+    classifier_kwargs: dict | None = None,
+) -> dict:
+    """What the toy evaluation needs before there is a model: train the toy classifier (`<out>/toy_classifier`),
+    write the held-out scene set (`<out>/eval_scenes`) and compute the floor, FID/KID of the held-out renders against
+    as many training renders (`training_images`), with the same features. `make demo` runs it while the toy VLM
+    trains; [`toy_field_metrics`] takes the result.
+
+    Returns:
+        `dict` with `fid_floor`, `kid_floor`, the classifier report, `out`, `num_scenes`, `seed` and the wall time.
+    """
+    import torch
+
+    from ..toyworld.classifier import train_toy_classifier
+    from .metrics import extract_features, fid_from_features, kid_from_features
+
+    if len(training_images) < num_scenes:
+        raise ValueError(f"The floor needs {num_scenes} training renders, got {len(training_images)}.")
+    t0 = time.time()
+    classifier, classifier_report = train_toy_classifier(**(classifier_kwargs or {}))
+    classifier.save_pretrained(out / "toy_classifier")
+    scenes = make_eval_scene_dataset(num_scenes, seed)
+    scenes.save_to_disk(str(out / "eval_scenes"))
+    with torch.no_grad():
+        held_out = extract_features(classifier.features, list(scenes["image"]), arg="held-out renders")
+        train = extract_features(classifier.features, list(training_images[:num_scenes]), arg="training renders")
+    return {
+        "fid_floor": fid_from_features(held_out, train),
+        "kid_floor": kid_from_features(held_out, train)[0],
+        "classifier": classifier_report,
+        "out": str(out),
+        "num_scenes": num_scenes,
+        "seed": seed,
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
 def toy_field_metrics(
     out: Path,
     pipeline_dir: Path,
-    training_images: list,
+    training_images: list | None = None,
     num_scenes: int = 64,
     seed: int = 0,
     classifier_kwargs: dict | None = None,
     num_inference_steps: int = 20,
     guidance_scale: float = 5.0,
     guidance_rescale: float = 0.0,
+    mixed_precision: str = "no",
+    prepared: dict | None = None,
 ) -> dict:
-    """Train the toy classifier, build the held-out scene set, run the evaluation CLI on `pipeline_dir`, and add the
-    floor: FID/KID of the held-out renders against as many training renders, with the same features.
+    """Run the evaluation CLI on `pipeline_dir` with the toy world's scorers and add the floor.
 
-    Writes `<out>/toy_classifier`, `<out>/eval_scenes` and the CLI's `<out>/evaluation/{metrics.json,report.md}`.
+    `prepared` is [`prepare_toy_field_metrics`]'s result for the same `out`, `num_scenes` and `seed` (made earlier,
+    while something else ran); without it, it is made here from `training_images` and `classifier_kwargs`. Writes
+    the CLI's `<out>/evaluation/{metrics.json,report.md}`; `mixed_precision` is the CLI's sampling precision.
 
     Returns:
-        `dict` with the CLI's metrics, `fid_floor`, `kid_floor`, the classifier report and the wall time.
+        `dict` with the CLI's metrics, `fid_floor`, `kid_floor`, the classifier report, the models and the wall time
+        (the preparation's included).
     """
-    import torch
-
-    from ..toyworld.classifier import train_toy_classifier
     from . import cli
-    from .metrics import extract_features, fid_from_features, kid_from_features
 
-    t0 = time.time()
-    classifier, classifier_report = train_toy_classifier(**(classifier_kwargs or {}))
-    classifier.save_pretrained(out / "toy_classifier")
-    scenes = make_eval_scene_dataset(num_scenes, seed)
-    scenes.save_to_disk(str(out / "eval_scenes"))
-    if len(training_images) < num_scenes:
-        raise ValueError(f"The floor needs {num_scenes} training renders, got {len(training_images)}.")
+    t0, earlier = time.time(), 0.0
+    if prepared is None:
+        if training_images is None:
+            raise ValueError("Pass `training_images` (for the floor) or `prepared` (prepare_toy_field_metrics).")
+        prepared = prepare_toy_field_metrics(out, training_images, num_scenes, seed, classifier_kwargs)
+    elif (prepared["out"], prepared["num_scenes"], prepared["seed"]) == (str(out), num_scenes, seed):
+        earlier = prepared["seconds"]
+    else:
+        raise ValueError(
+            f"`prepared` holds {prepared['num_scenes']} scenes of seed {prepared['seed']} in {prepared['out']}, not "
+            f"{num_scenes} of seed {seed} in {out}: prepare them with the same `out`, `num_scenes` and `seed`."
+        )
     options = {
         "--pipeline": pipeline_dir,
         "--dataset": out / "eval_scenes",
@@ -114,17 +160,15 @@ def toy_field_metrics(
         "--guidance_rescale": guidance_rescale,
         "--seed": seed,
         "--batch_size": 32,
+        "--mixed_precision": mixed_precision,
     }
     result = cli.main([str(x) for option in options.items() for x in option])
-    with torch.no_grad():
-        held_out = extract_features(classifier.features, list(scenes["image"]), arg="held-out renders")
-        train = extract_features(classifier.features, list(training_images[:num_scenes]), arg="training renders")
-    floor = {"fid_floor": fid_from_features(held_out, train), "kid_floor": kid_from_features(held_out, train)[0]}
+    floor = {"fid_floor": prepared["fid_floor"], "kid_floor": prepared["kid_floor"]}
     logger.info("Toy-world field metrics: %s; floor %s", result["metrics"], floor)
     return {
         **result["metrics"],
         **floor,
-        "classifier": classifier_report,
+        "classifier": prepared["classifier"],
         "models": result["models"],
-        "seconds": round(time.time() - t0, 1),
+        "seconds": round(earlier + time.time() - t0, 1),
     }
