@@ -59,17 +59,18 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took in the last measured full run (RECIPE.md, d27: the chain with the toy VLM, seed 1, a 2-core
-# AMD EPYC box with bf16 arithmetic, nothing else running; training in fp32 takes about 480 s there); printed as the
-# ETA of each stage.
+# Seconds each stage took on a 2-core AMD EPYC box with bf16 arithmetic, nothing else running, printed as the ETA of
+# each stage: d27's seed-1 run for the stages d28 left as they were (RECIPE.md; training in fp32 takes about 480 s
+# there), d28's seed-0 run for the evaluation's inputs, the wait for the VLM after them and the evaluation (that day
+# the box ran slower: the same training took 480 s, not 411).
 STAGE_ETA = {
     "corpora": 2,
     "audio_encoder": 78,
-    "evaluation_inputs": 15,
-    "vlm": 84,
+    "evaluation_inputs": 16,
+    "vlm": 83,
     "build": 34,
     "train": 394,
-    "evaluate": 66,
+    "evaluate": 60,
 }
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
