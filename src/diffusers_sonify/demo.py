@@ -762,7 +762,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     stage("audio_encoder", t0)
 
     # 3. What the evaluation needs before there is a model (toy classifier, held-out scenes, FID floor), on one
-    # thread while the toy VLM's processes train: they leave room beside them (the encoder did not slow them)
+    # thread while the toy VLM's processes train: it delays the VLM by about half its own time (RECIPE.md, d28)
     t0 = begin("evaluation_inputs")
     with torch_threads(1) if use_vlm else contextlib.nullcontext():
         field_inputs = prepare_toy_field_metrics(
