@@ -221,22 +221,9 @@ def test_cli_samples_under_bf16_autocast_when_asked(tiny_pipe_dir, toy_dataset, 
     """`--mixed_precision bf16` changes the sampling arithmetic (the pictures are not fp32's to the bit) and nothing
     else: the same pictures within bf16 rounding, the scores computed, the setting recorded; a config that names
     another dtype is refused before loading anything."""
-    base = [
-        "--pipeline",
-        tiny_pipe_dir,
-        "--dataset",
-        toy_dataset,
-        "--metrics",
-        "fid,probes",
-        "--num_images",
-        "4",
-        "--scorer",
-        "toyworld",
-        "--toy_classifier",
-        toy_classifier_dir,
-        "--num_inference_steps",
-        "2",
-    ]
+    options = {"--pipeline": tiny_pipe_dir, "--dataset": toy_dataset, "--metrics": "fid,probes", "--num_images": 4}
+    options.update({"--scorer": "toyworld", "--toy_classifier": toy_classifier_dir, "--num_inference_steps": 2})
+    base = [str(x) for option in options.items() for x in option]
     results, pictures = {}, {}
     for precision in ("no", "bf16"):
         out = tmp_path / precision
