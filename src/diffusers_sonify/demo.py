@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from . import AudioToImageImg2ImgPipeline, AudioToImageInpaintPipeline, AudioToImagePipeline
 from .audio import torch_threads
 from .data import load_dataset_folder
+from .evaluation.cli import sampling_autocast
 from .evaluation.toy import prepare_toy_field_metrics, toy_field_metrics
 from .machine import cpu_has_native_bf16, cpu_summary, free_port
 from .programs import config_path
@@ -160,14 +161,6 @@ def training_precision() -> str:
     (the training stage 1.15x faster on the measured AMD EPYC, pictures as good: RECIPE.md, d23), fp32 ("no")
     elsewhere, where bf16 is emulated and slower."""
     return "bf16" if cpu_has_native_bf16() else "no"
-
-
-def sampling_autocast(precision: str) -> torch.autocast:
-    """The evaluation's sampling in the training's precision: under bf16 autocast the UNet's convolutions and
-    attention run in bf16 (generation 1.57x faster on the measured AMD EPYC, every picture measure the same on d23's
-    seed-0 model but one more sweep inversion: RECIPE.md, d25); fp32 ("no") runs as it is. Autocast is per thread:
-    enter it in the thread that calls the pipeline."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def vlm_image_seed(seed: int) -> int:
@@ -322,7 +315,7 @@ def generate(
         chunk, worker_pipe = sounds[start : start + batch_size], pipes.get()
         try:
             generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-            with sampling_autocast(precision):
+            with sampling_autocast("cpu", precision):
                 return worker_pipe(
                     [s.audio for s in chunk],
                     sampling_rate=SAMPLING_RATE,
@@ -538,7 +531,7 @@ def edit_section(model_dir: Path, out: Path, size: DemoSize, seed: int, precisio
         "seed": seed,
     }
     masks = [repaint_mask(c.render) for c in cases]
-    with sampling_autocast(precision):
+    with sampling_autocast("cpu", precision):
         inpainted = run_edits(inpaint, cases, strength=INPAINT_STRENGTH, masks=masks, **sampling)
         unmasked = run_edits(sdedit, cases, strength=EDIT_STRENGTH, **sampling)
     metrics = edit_metrics(cases, parse_scenes(inpainted))
