@@ -120,6 +120,7 @@ def test_toyworld_training_config_is_the_recipe():
     assert SCHEDULER_CONFIG.items() <= config["scheduler_config"].items()
     assert config["adapter_input_type"] == ADAPTER_CONFIG["input_type"]
     assert config["num_pooled_tokens"] == ADAPTER_CONFIG["num_pooled_tokens"]
+    assert config["num_hidden_tokens"] == ADAPTER_CONFIG["num_hidden_tokens"]
 
 
 # The acceptance bars of the toy world (issues 5 and 15), written out here on purpose: the demo's report of which

@@ -56,12 +56,15 @@ UNET_CONFIG = {
     "addition_embed_type": "text",
     "addition_embed_type_num_heads": 4,
 }
+# 4 tokens from the encoder's pooled output and 8 from its patch tokens (3 frequency bands x 24 time steps, averaged
+# in runs): two-source mixing up on every seed over four draws per sound (RECIPE.md, d29)
 ADAPTER_CONFIG = {
     "cross_attention_dim": CROSS_ATTENTION_DIM,
     "pooled_dim": 64,
-    "hidden_dim": None,
-    "input_type": "pooled",
+    "hidden_dim": 64,
+    "input_type": "both",
     "num_pooled_tokens": 4,
+    "num_hidden_tokens": 8,
 }
 # v-prediction with "trailing" sampling steps: the first step starts at t = 999, where the cosine schedule leaves
 # (almost) no signal, and predicts the clean image there, so the background follows the sound (RECIPE.md, run V)
@@ -87,7 +90,8 @@ def toy_noise_scheduler() -> DDPMScheduler:
 
 def toy_pipeline_components(seed: int = 0, audio_encoder=None, feature_extractor=None) -> dict:
     """Components for the toy [`AudioToImagePipeline`]: pixel-space UNet (1.7 M parameters), DDIM sampler with
-    clipping, toy AST encoder (fresh unless given, e.g. after [`pretrain_audio_encoder`]) and a pooled adapter."""
+    clipping, toy AST encoder (fresh unless given, e.g. after [`pretrain_audio_encoder`]) and an adapter reading its
+    pooled output and its patch tokens."""
     if audio_encoder is None or feature_extractor is None:
         audio_encoder, feature_extractor = toy_audio_encoder(seed)
     torch.manual_seed(seed + 1)
