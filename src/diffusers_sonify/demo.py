@@ -60,18 +60,17 @@ from .toyworld.components import pretrain_audio_encoder, toy_audio_encoder
 from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
-# Seconds each stage took on a 2-core AMD EPYC box with bf16 arithmetic, nothing else running, printed as the ETA of
-# each stage: d27's seed-1 run for the stages d28 left as they were (RECIPE.md; training in fp32 takes about 480 s
-# there), d28's seed-0 run for the evaluation's inputs, the wait for the VLM after them and the evaluation (that day
-# the box ran slower: the same training took 480 s, not 411).
+# Seconds each stage took on a 2-core Intel Xeon box with AMX, nothing else running, printed as the ETA of each
+# stage: d29's seed-1 run, the median of its three seeds' walls (RECIPE.md, d29). The chain took 546-618 s on this
+# box and 658-683 s on the AMD EPYC (AVX-512 BF16) of d27/d28, nearly all of the difference in training.
 STAGE_ETA = {
-    "corpora": 2,
-    "audio_encoder": 78,
-    "evaluation_inputs": 16,
-    "vlm": 83,
-    "build": 34,
-    "train": 394,
-    "evaluate": 60,
+    "corpora": 1,
+    "audio_encoder": 79,
+    "evaluation_inputs": 13,
+    "vlm": 65,
+    "build": 30,
+    "train": 362,
+    "evaluate": 44,
 }
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
@@ -673,7 +672,7 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
     for seed in seeds:
         folder = output_dir / f"seed_{seed}"
         done = _finished_run(folder, seed, quick, describer)
-        if done is not None:  # a seed's chain takes ~14 minutes: a rerun after an interruption keeps finished seeds
+        if done is not None:  # a seed's chain takes ~10 minutes: a rerun after an interruption keeps finished seeds
             logger.info("[demo] seed %d of %s: reusing the finished run in %s", seed, seeds, folder)
             per_seed[seed] = done
             continue

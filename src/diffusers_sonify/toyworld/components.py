@@ -56,8 +56,9 @@ UNET_CONFIG = {
     "addition_embed_type": "text",
     "addition_embed_type_num_heads": 4,
 }
-# 4 tokens from the encoder's pooled output and 8 from its patch tokens (3 frequency bands x 24 time steps, averaged
-# in runs): two-source mixing up on every seed over four draws per sound (RECIPE.md, d29)
+# 4 tokens from the encoder's pooled output and 8 from its output tokens (two special ones, then patches of 3
+# frequency bands x 24 time steps, averaged in runs of about 9): two-source mixing up on every seed over four draws
+# per sound (RECIPE.md, d29)
 ADAPTER_CONFIG = {
     "cross_attention_dim": CROSS_ATTENTION_DIM,
     "pooled_dim": 64,
