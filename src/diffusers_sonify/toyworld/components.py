@@ -61,8 +61,8 @@ UNET_CONFIG = {
 # per sound (RECIPE.md, d29)
 ADAPTER_CONFIG = {
     "cross_attention_dim": CROSS_ATTENTION_DIM,
-    "pooled_dim": 64,
-    "hidden_dim": 64,
+    "pooled_dim": AUDIO_ENCODER_CONFIG["hidden_size"],  # AST's pooled output: the mean of its two special tokens
+    "hidden_dim": AUDIO_ENCODER_CONFIG["hidden_size"],
     "input_type": "both",
     "num_pooled_tokens": 4,
     "num_hidden_tokens": 8,
