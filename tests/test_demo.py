@@ -121,6 +121,8 @@ def test_toyworld_training_config_is_the_recipe():
     assert config["adapter_input_type"] == ADAPTER_CONFIG["input_type"]
     assert config["num_pooled_tokens"] == ADAPTER_CONFIG["num_pooled_tokens"]
     assert config["num_hidden_tokens"] == ADAPTER_CONFIG["num_hidden_tokens"]
+    # the demo's stage ETA for training is scaled from the recipe's steps when `--train_steps` asks for others
+    assert config["max_train_steps"] == demo.RECIPE_TRAIN_STEPS
 
 
 # The acceptance bars of the toy world (issues 5 and 15), written out here on purpose: the demo's report of which
@@ -197,6 +199,13 @@ def test_quick_demo_with_the_toy_vlm_trains_it_and_builds_with_it(tmp_path):
         assert f"| {key} | {metrics[key]:.3f} | {op} {bar} | {'met' if met else 'NOT met'} |" in report
 
 
+def test_train_steps_must_be_a_positive_whole_number(capsys):
+    for bad in ("0", "-5", "1.5"):
+        with pytest.raises(SystemExit):
+            demo.main(["--train_steps", bad])
+        assert "--train_steps" in capsys.readouterr().err
+
+
 def test_seed_summary_gives_min_median_max_and_bars_met():
     runs = {
         0: {"class_accuracy": 1.0, "background_noise": 0.03, "quick": False, "bars_met": {"class_accuracy": True}},
@@ -217,25 +226,34 @@ def test_seed_summary_gives_min_median_max_and_bars_met():
 @pytest.mark.slow
 def test_seeds_runs_the_chain_per_seed_and_summarises(tmp_path):
     # the metadata describer keeps this test to the seeds logic (the quick VLM chain is tested above)
-    summary = demo.main(["--quick", "--seeds", "0", "1", "--describer", "metadata", "--output_dir", str(tmp_path)])
+    # `--train_steps` reaches every seed's training (quick's default is 2 steps)
+    argv = ["--quick", "--seeds", "0", "1", "--describer", "metadata", "--train_steps", "3"]
+    summary = demo.main([*argv, "--output_dir", str(tmp_path)])
     assert summary["seeds"] == [0, 1]
     for seed in (0, 1):
-        assert json.loads((tmp_path / f"seed_{seed}" / "metrics.json").read_text())["quick"] is True
+        saved = json.loads((tmp_path / f"seed_{seed}" / "metrics.json").read_text())
+        assert saved["quick"] is True and saved["train_steps"] == 3
+        log = (tmp_path / f"seed_{seed}" / "model" / "train_log.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in log] == [1, 2, 3]
+        assert "3 training steps" in (tmp_path / f"seed_{seed}" / "report.md").read_text()
     # the two chains differ (different corpora and training seeds), and the summary spans both
     stats = summary["metrics"]["fid_toy"]
     assert stats["min"] < stats["max"] and set(stats["per_seed"]) == {"0", "1"}
     assert json.loads((tmp_path / "seeds.json").read_text()) == summary
     assert "| class_accuracy |" in (tmp_path / "seeds.md").read_text()
-    assert "--seeds 0 1 --describer metadata`" in (tmp_path / "seeds.md").read_text()
+    assert "--seeds 0 1 --describer metadata --train_steps 3`" in (tmp_path / "seeds.md").read_text()
     # a rerun keeps the finished seeds (a full seed takes ~14 minutes) and gives the same summary
     written = (tmp_path / "seed_1" / "metrics.json").stat().st_mtime_ns
-    assert (
-        demo.main(["--quick", "--seeds", "0", "1", "--describer", "metadata", "--output_dir", str(tmp_path)])
-        == summary
-    )
+    assert demo.main([*argv, "--output_dir", str(tmp_path)]) == summary
     assert (tmp_path / "seed_1" / "metrics.json").stat().st_mtime_ns == written
-    assert demo._finished_run(tmp_path / "seed_1", 1, True, "metadata") is not None
-    for other in ((0, True, "metadata"), (1, False, "metadata"), (1, True, "vlm")):  # another seed, size, describer
+    assert demo._finished_run(tmp_path / "seed_1", 1, True, "metadata", 3) is not None
+    # another seed, size, describer or number of training steps (None: quick's 2)
+    for other in (
+        (0, True, "metadata", 3),
+        (1, False, "metadata", 3),
+        (1, True, "vlm", 3),
+        (1, True, "metadata", None),
+    ):
         assert demo._finished_run(tmp_path / "seed_1", *other) is None, other
     with pytest.raises(ValueError, match="repeated"):
         demo.main(["--quick", "--seeds", "0", "0", "--output_dir", str(tmp_path)])

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,8 @@ STAGE_ETA = {
     "train": 362,
     "evaluate": 44,
 }
+# the diffusion training steps of STAGE_ETA's "train" stage: the training config's max_train_steps (a test checks)
+RECIPE_TRAIN_STEPS = 1500
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -428,7 +430,8 @@ def write_report(
     if "fid_toy" in metrics:
         sections.append(_field_section(metrics))
     precision = {"bf16": "bf16 autocast", "no": "fp32"}.get(metrics.get("training_precision"), "unrecorded precision")
-    note = "\n**Quick mode: tiny data and 2 training steps; these numbers mean nothing.**\n" if quick else ""
+    steps = metrics.get("train_steps", "unrecorded")
+    note = f"\n**Quick mode: tiny data and {steps} training steps; these numbers mean nothing.**\n" if quick else ""
     (out / "report.md").write_text(
         "# diffusers-sonify toy-world demo\n" + note + "\n"
         "Two unpaired corpora were generated, paired by the sonification builder ("
@@ -443,8 +446,8 @@ def write_report(
         "measured by the scene parser.\n\n"
         f"| metric | value | bar | |\n|---|---|---|---|\n{rows}\n\n"
         f"{metrics['num_eval_images']} evaluation images; whole demo {metrics['wall_seconds']:.0f} s on "
-        f"{metrics.get('machine', 'an unrecorded machine')}, training and sampling in {precision} "
-        "(stage times in metrics.json).\n\n" + "\n".join(sections)
+        f"{metrics.get('machine', 'an unrecorded machine')}, {steps} training steps, training and sampling in "
+        f"{precision} (stage times in metrics.json).\n\n" + "\n".join(sections)
     )
 
 
@@ -611,12 +614,28 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="benchmark: run the whole chain once per seed (into <output_dir>/seed_<s>) and summarise every metric",
     )
+    parser.add_argument(
+        "--train_steps",
+        type=_positive_int,
+        default=None,
+        help=f"diffusion training steps (default: the training config's max_train_steps, {RECIPE_TRAIN_STEPS}, which "
+        "keeps the chain near 10 minutes on a 2-core box); 3000 finishes the outlines (shape 0.92-1.00 on the three "
+        "measured seeds) and takes about 7 minutes more (toyworld/RECIPE.md, 'Training compute')",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _quiet_library_progress()
     if args.seeds is not None:
-        return run_seeds(args.seeds, Path(args.output_dir), args.quick, args.describer)
+        return run_seeds(args.seeds, Path(args.output_dir), args.quick, args.describer, args.train_steps)
     return run_demo(args)
+
+
+def _positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return number
 
 
 def _numeric_metrics(metrics: dict) -> dict[str, float]:
@@ -646,24 +665,28 @@ def summarize_seeds(per_seed: dict[int, dict]) -> dict:
     return {"seeds": list(per_seed), "metrics": summary, "bars_met_on_seeds": bars_met}
 
 
-def _finished_run(folder: Path, seed: int, quick: bool, describer: str) -> dict | None:
-    """The metrics of a finished chain in `folder` if it ran with this seed, size and describer (its metrics.json is
-    written last but for the report), else None."""
+def _finished_run(folder: Path, seed: int, quick: bool, describer: str, train_steps: int | None = None) -> dict | None:
+    """The metrics of a finished chain in `folder` if it ran with this seed, size, describer and training steps
+    (None: the size's default; its metrics.json is written last but for the report), else None."""
     path = folder / "metrics.json"
     if not (path.is_file() and (folder / "report.md").is_file()):
         return None
     metrics = json.loads(path.read_text())
     ran_vlm = "vlm_params" in metrics  # runs before the `describer` key was recorded
+    default_steps = QUICK.train_steps if quick else RECIPE_TRAIN_STEPS  # runs before `train_steps` was recorded
     same = (
         metrics.get("quick") == quick
         and metrics.get("seed", seed) == seed
         and metrics.get("describer", "vlm" if ran_vlm else "metadata") == describer
         and ran_vlm == (describer == "vlm")
+        and metrics.get("train_steps", default_steps) == (train_steps or default_steps)
     )
     return metrics if same else None
 
 
-def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = "vlm") -> dict:
+def run_seeds(
+    seeds: list[int], output_dir: Path, quick: bool, describer: str = "vlm", train_steps: int | None = None
+) -> dict:
     """`--seeds`: the whole chain once per seed (separate folders), then `seeds.json` / `seeds.md` in `output_dir`."""
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"`--seeds` has repeated values {seeds}; pass distinct seeds.")
@@ -671,7 +694,7 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
     per_seed = {}
     for seed in seeds:
         folder = output_dir / f"seed_{seed}"
-        done = _finished_run(folder, seed, quick, describer)
+        done = _finished_run(folder, seed, quick, describer, train_steps)
         if done is not None:  # a seed's chain takes ~10 minutes: a rerun after an interruption keeps finished seeds
             logger.info("[demo] seed %d of %s: reusing the finished run in %s", seed, seeds, folder)
             per_seed[seed] = done
@@ -679,6 +702,7 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
         logger.info("[demo] seed %d of %s", seed, seeds)
         argv = ["--output_dir", str(folder), "--seed", str(seed), "--describer", describer]
         argv += ["--quick"] if quick else []
+        argv += ["--train_steps", str(train_steps)] if train_steps is not None else []
         per_seed[seed] = main(argv)
     summary = summarize_seeds(per_seed)
     (output_dir / "seeds.json").write_text(json.dumps(summary, indent=2))
@@ -689,12 +713,13 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
         met = f"{summary['bars_met_on_seeds'][key]}/{len(seeds)}" if op_bar else ""
         rows.append(f"| {key} | {stats['min']:.3f} | {stats['median']:.3f} | {stats['max']:.3f} | {bar} | {met} |")
     note = "\n**Quick mode: these numbers mean nothing.**\n" if quick else ""
+    steps_flag = f" --train_steps {train_steps}" if train_steps is not None else ""
     (output_dir / "seeds.md").write_text(
         f"# diffusers-sonify toy-world demo over seeds {', '.join(map(str, seeds))}\n{note}\n"
         "Each seed trains the whole chain (corpora, encoder, "
         + ("toy VLM, builder with the VLM describer" if describer == "vlm" else "builder with the metadata describer")
         + ", training, evaluation) in its own folder (`seed_<s>/report.md`); `python -m diffusers_sonify.demo "
-        f"--seeds {' '.join(map(str, seeds))} --describer {describer}`.\n\n"
+        f"--seeds {' '.join(map(str, seeds))} --describer {describer}{steps_flag}`.\n\n"
         "| metric | min | median | max | bar | seeds meeting it |\n|---|---|---|---|---|---|\n"
         + "\n".join(rows)
         + "\n"
@@ -706,6 +731,9 @@ def run_seeds(seeds: list[int], output_dir: Path, quick: bool, describer: str = 
 def run_demo(args: argparse.Namespace) -> dict:
     """The whole chain for one seed (`main` without `--seeds`)."""
     size = QUICK if args.quick else DemoSize()
+    if args.train_steps is not None:
+        size = replace(size, train_steps=args.train_steps)
+    train_steps = size.train_steps or RECIPE_TRAIN_STEPS
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -713,7 +741,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     def begin(name: str) -> float:
         if not args.quick:
-            eta = STAGE_ETA[name]
+            eta = STAGE_ETA[name] * (train_steps / RECIPE_TRAIN_STEPS if name == "train" else 1)
             total = len(STAGE_ETA) - (args.describer != "vlm")
             logger.info("[demo] %d/%d %s: about %d s on the measured 2-core box", len(stages) + 1, total, name, eta)
         return time.time()
@@ -874,6 +902,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     metrics["stage_seconds"] = stages
     metrics["wall_seconds"] = round(time.time() - start, 1)
     metrics["quick"] = args.quick
+    metrics["train_steps"] = json.loads((model_dir / "train_log.jsonl").read_text().splitlines()[-1])["step"]
     metrics["seed"], metrics["describer"] = args.seed, args.describer
     metrics["machine"], metrics["training_precision"] = cpu_summary(), precision
     metrics["bars_met"] = _bar_verdicts(metrics)
