@@ -59,7 +59,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert saved["training_precision"] == ("bf16" if cpu_has_native_bf16() else "no")
     precision = {"bf16": "bf16 autocast", "no": "fp32"}[saved["training_precision"]]
     report = (tmp_path / "report.md").read_text()
-    assert f"s on {saved['machine']}, training and sampling in {precision} (stage times" in report
+    assert saved["train_steps"] == 2  # quick's steps, read from the training log
+    assert f"s on {saved['machine']}, 2 training steps, training and sampling in {precision} (stage" in report
     field_run = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert field_run["mixed_precision"] == saved["training_precision"]
     assert f"| mixed_precision | {saved['training_precision']} |" in (tmp_path / "model" / "README.md").read_text()
