@@ -2,7 +2,7 @@
 
 Built on the builder's audio functions (`diffusers_sonify.audio`) in the builder's order (reverb with the scene's
 RT60, then loudness set to the source's target LUFS, mix, peak limit), with the toy world's settings: a 20 LU
-prominence range, no distance offsets, a 0 dB direct-to-reverberant ratio and RT60 0.9 / 1.2 s indoors. The
+prominence range, no distance offsets, a -6 dB direct-to-reverberant ratio and RT60 0.9 / 1.2 s indoors. The
 builder's toy config must use the same values (see RECIPE.md) so evaluation sounds match the training data.
 """
 
@@ -18,7 +18,11 @@ from .world import SAMPLING_RATE
 
 LUFS_RANGE = (-42.0, -22.0)  # prominence 0 -> -42 LUFS, 1 -> -22: a 20 LU range, clearly audible
 RT60_BY_SPACE = {"small": 0.6, "medium": 0.9, "large": 1.2, "open": 0.0}  # open: free field, dry
-DIRECT_TO_REVERB_DB = 0.0  # as much reverberant as direct energy: an unmistakable room
+# Four times as much reverberant as direct energy: a source beyond the room's critical distance, where a listener
+# usually is (Sabine's estimate r_c ~ 0.057 sqrt(V / RT60) m puts it under 1 m in a 200 m^3 room at 0.9 s, so a
+# source 2 m away is heard at about -7 dB). At 0 dB (until d29) a dry and a reverberated clip of a sustained sound
+# (rain, engine) differed too little for the toy audio encoder to tell apart (RECIPE.md, d30).
+DIRECT_TO_REVERB_DB = -6.0
 PEAK_CEILING_DBFS = -1.0
 PEAK_LIMIT = 10 ** (PEAK_CEILING_DBFS / 20)
 
