@@ -3,7 +3,7 @@ diffusers-style text-to-image LoRA step (VAE encode + text encode every batch), 
 
     .venv/bin/python benchmarks/train_step.py            # realistic: SD 1.5 / CLIP ViT-L/14 / CLAP-HTSAT shapes
     .venv/bin/python benchmarks/train_step.py --tiny     # quick check with the tiny test components
-    .venv/bin/python benchmarks/train_step.py --levers   # bf16, channels_last, torch.compile, Muon; SD 1.5 + toy
+    .venv/bin/python benchmarks/train_step.py --levers   # bf16, channels_last, AttnProcessor, compile, Muon
     .venv/bin/python benchmarks/train_step.py --quick    # seconds: tiny components, floor + levers (the test)
 
 The realistic mode builds the real architectures with random weights (nothing can be downloaded here): a Stable
@@ -23,10 +23,12 @@ backward, clipping and optimizer step are identical, only what comes before them
 * `floor`: the bare limit: the same UNet + LoRA forward, backward and AdamW step on pre-made tensors (noisy latents,
   timesteps, conditioning, target), nothing else. The trainer's samples/s over the floor's is the ratio reported.
 
-`--levers` times the floor under the CPU levers a user of this machine has: bf16 autocast, channels_last and
-`torch.compile` (each alone; compile time reported apart), at SD 1.5 shapes (LoRA) and at the toy world's shapes
-(`toyworld.components.UNET_CONFIG`, full UNet training, batch 16, 3x32x32 pixel space, 4 audio tokens); at the toy
-shapes also the cost of the Muon optimizer's step (`optimizer: muon`) against AdamW's.
+`--levers` times the floor under the CPU levers a user of this machine has: bf16 autocast, channels_last, bf16
+autocast with diffusers' matrix-product `AttnProcessor` in place of the default fused attention (the
+`attention_processor` option) and `torch.compile` (each alone; compile time reported apart), at SD 1.5 shapes (LoRA)
+and at the toy world's shapes (`toyworld.components.UNET_CONFIG`, full UNet training, batch 16, 3x32x32 pixel space,
+the adapter's 12 audio tokens); at the toy shapes also the cost of the Muon optimizer's step (`optimizer: muon`)
+against AdamW's.
 
 The loops run interleaved step by step, so load from other processes on a shared machine hits them alike.
 Gradient checkpointing is off in all loops (it would slow the shared UNet part of every loop alike).
@@ -123,6 +125,8 @@ def lever_rates(
         "fp32 (eager)": lambda: floor_step(unet, optimizer, x),
         "bf16 autocast": lambda: floor_step(unet, optimizer, x, autocast=True),
         "channels_last": lambda: floor_step(unet, optimizer, x_cl),
+        # diffusers' matrix-product attention instead of torch's fused kernel (`attention_processor: AttnProcessor`)
+        "bf16 + AttnProcessor": lambda: floor_step(unet, optimizer, x, autocast=True),
     }
     if muon:
         from diffusers_sonify.optimization import MuonAdamW, muon_parameter_split
@@ -133,11 +137,13 @@ def lever_rates(
     for i in range(warmup + steps):
         for name, fn in variants.items():
             unet.to(memory_format=torch.channels_last if name == "channels_last" else torch.contiguous_format)
+            tu.set_attention_processor(unet, "AttnProcessor" if "AttnProcessor" in name else "AttnProcessor2_0")
             start = time.perf_counter()
             fn()
             if i >= warmup:
                 spent[name] += time.perf_counter() - start
     unet.to(memory_format=torch.contiguous_format)
+    tu.set_attention_processor(unet, "AttnProcessor2_0")
     rates = {name: steps * b / t for name, t in spent.items()}
     if compile_model:
         compiled = torch.compile(unet)
@@ -170,7 +176,7 @@ def run_levers(args) -> None:
     torch.manual_seed(0)
     toy = UNet2DConditionModel(**UNET_CONFIG)
     size = UNET_CONFIG["sample_size"]
-    toy_tokens = ADAPTER_CONFIG["num_pooled_tokens"]
+    toy_tokens = ADAPTER_CONFIG["num_pooled_tokens"] + ADAPTER_CONFIG["num_hidden_tokens"]
     toy_batch = 4 if args.quick else 16  # bf16 autocast runs a batch of 16 at ~6 s per step on a CPU without AMX
     shapes[f"toy UNet (full training), batch {toy_batch}, 3x{size}x{size}"] = (
         toy,

@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     # 2. Models: frozen parts (cast to the mixed-precision dtype) and the trainable set
     c = tu.build_training_components(cfg)
     tu.check_model_resolution(cfg.resolution, c["unet"], c["vae"])
+    if cfg.attention_processor:
+        tu.set_attention_processor(c["unet"], cfg.attention_processor)
     if cfg.caption_column and c["text_encoder"] is None:
         raise ValueError(
             f"`caption_column`={cfg.caption_column!r} needs a text encoder, and `pretrained_pipeline` has none."

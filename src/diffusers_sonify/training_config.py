@@ -21,6 +21,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 OPTIMIZERS = ("adamw", "muon")
 LOSS_TYPES = ("mse", "rms", "l1", "huber")
+# diffusers' processors for the plain attention of UNet2DConditionModel: products and softmax, or torch's fused kernel
+ATTENTION_PROCESSORS = ("AttnProcessor", "AttnProcessor2_0")
 REPA_BLOCK = re.compile(r"mid_block|(down|up)_blocks\.(\d+)")  # the names diffusers_sonify.repa accepts
 
 # diffusers.optimization.SchedulerType values (a test keeps them equal; importing diffusers here would cost seconds)
@@ -204,6 +206,12 @@ class TrainingConfig:
         default=None,
     )
     gradient_checkpointing: bool = _help("Recompute activations in backward (less memory, slower).", default=False)
+    attention_processor: Optional[str] = _help(
+        f"The UNet's attention processor for training, one of {', '.join(ATTENTION_PROCESSORS)} (diffusers' classes; "
+        "AttnProcessor computes attention with matrix products, AttnProcessor2_0 with torch's "
+        "scaled_dot_product_attention). Unset: the UNet's own default. The saved pipeline is the same either way.",
+        default=None,
+    )
     snr_gamma: Optional[float] = _help("Min-SNR weighting gamma (5.0 recommended); unset: plain MSE.", default=None)
     loss_type: str = _help(
         f"Regression loss: {', '.join(LOSS_TYPES)} (rms: each sample's root-mean-square error, so every sample pulls "
@@ -353,6 +361,11 @@ class TrainingConfig:
                 f"`timestep_sampling` must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}."
             )
         check_logit_normal(self.timestep_logit_mean, self.timestep_logit_std)
+        if self.attention_processor is not None and self.attention_processor not in ATTENTION_PROCESSORS:
+            raise ValueError(
+                f"`attention_processor` must be one of {ATTENTION_PROCESSORS} or unset, got "
+                f"{self.attention_processor!r}."
+            )
         if not (math.isfinite(self.repa_weight) and self.repa_weight > 0):
             raise ValueError(
                 f"`repa_weight` must be a positive number (0.5 in the REPA paper), got {self.repa_weight}; leave "

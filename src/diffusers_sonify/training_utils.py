@@ -586,6 +586,17 @@ def push_training_output(
 
 
 # ----------------------------------------------------------------------------------------------- model assembly
+def set_attention_processor(unet, name: str) -> None:
+    """Give every attention layer of `unet` a fresh diffusers processor of class `name` (one of
+    `training_config.ATTENTION_PROCESSORS`). Processors hold no weights: the state dict and the saved UNet do not
+    change, only how attention is computed. On CPU, torch's fused kernel (`AttnProcessor2_0`, diffusers' default)
+    takes about a fifth of a toy-world training step in its backward at 64 tokens and head dim 8, where
+    `AttnProcessor`'s matrix products take a few percent (toyworld/RECIPE.md, d31)."""
+    from diffusers.models import attention_processor
+
+    unet.set_attn_processor(getattr(attention_processor, name)())
+
+
 def build_training_components(config) -> dict:
     """The pipeline components a [`~training_config.TrainingConfig`] names, as a dict for `AudioToImagePipeline`.
 

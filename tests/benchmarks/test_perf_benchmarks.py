@@ -56,6 +56,7 @@ def test_train_step_benchmark_quick_reports_the_floor_ratio():
     # busy CI box moves the quick ratio by 2x (2.09 was seen); a ratio outside 0.1-5 means the loops are mis-timed.
     assert 0.1 < ratio < 5.0
     assert "bf16 autocast" in stdout and "channels_last" in stdout and "Muon optimizer" in stdout
+    assert "bf16 + AttnProcessor" in stdout
 
 
 @pytest.mark.slow

@@ -419,3 +419,32 @@ def test_bad_rows_are_found_with_row_and_column(tmp_path, caplog):
     assert "truncated" in bad[0]["reason"].lower() and "NaN" in bad[1]["reason"]
     assert "my/data row 1 column image" in caplog.text and "my/data row 2 column audio" in caplog.text
     assert tu.find_bad_rows(ds.select([0, 3]), "image", "audio") == []
+
+
+def test_attention_processor_changes_how_attention_is_computed_not_the_model():
+    """The toy recipe's `attention_processor: AttnProcessor`: every attention layer gets diffusers' matrix-product
+    processor instead of the default fused one; the weights are untouched, the output and the gradients agree."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    from diffusers_sonify.toyworld.components import UNET_CONFIG
+
+    torch.manual_seed(0)
+    fused = UNet2DConditionModel(**UNET_CONFIG)
+    products = UNet2DConditionModel(**UNET_CONFIG)
+    products.load_state_dict(fused.state_dict())
+    tu.set_attention_processor(products, "AttnProcessor")
+    assert {type(p) for p in fused.attn_processors.values()} == {AttnProcessor2_0}
+    assert {type(p) for p in products.attn_processors.values()} == {AttnProcessor}
+    assert len(products.attn_processors) == len(fused.attn_processors) > 0
+    a, b = fused.state_dict(), products.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sample, tokens = torch.randn(2, 3, 32, 32), torch.randn(2, 12, UNET_CONFIG["cross_attention_dim"])
+    outs = [m(sample, torch.tensor([10, 900]), encoder_hidden_states=tokens).sample for m in (fused, products)]
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
+    for out in outs:
+        out.square().mean().backward()
+    grads = [dict((n, p.grad) for n, p in m.named_parameters() if "attn" in n) for m in (fused, products)]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-4, rtol=1e-3)
