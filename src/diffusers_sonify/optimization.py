@@ -50,6 +50,29 @@ def orthogonalize(matrices: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> 
     return x.transpose(1, 2) if tall else x
 
 
+def orthogonalize_shared(matrices: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """[`orthogonalize`] split over the processes of a data-parallel run: each process orthogonalizes its share of
+    the `(n, A, B)` batch and gathers the others' (`torch.distributed.all_gather`), so every process gets the whole
+    result while each computes about `1 / world_size` of it. Every process must call it with the same matrices, as
+    it does after data-parallel training has averaged the gradients. Without an initialised process group of more
+    than one process it is [`orthogonalize`].
+
+    The result equals [`orthogonalize`]'s to the last bit: the iteration treats each matrix of the batch on its own
+    (checked by the tests), and the shares are padded with zero matrices to one size, which stay zero."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world == 1:
+        return orthogonalize(matrices, steps)
+    n, per = matrices.shape[0], -(-matrices.shape[0] // world)
+    padded = torch.cat([matrices, matrices.new_zeros(per * world - n, *matrices.shape[1:])])
+    start = dist.get_rank() * per
+    mine = orthogonalize(padded[start : start + per], steps).contiguous()
+    shares = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(shares, mine)
+    return torch.cat(shares)[:n]
+
+
 def muon_parameter_split(modules: dict[str, nn.Module | None]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """The trainable parameters of `modules` as `(muon, adamw)` lists (see the module docstring for the rule)."""
     muon_ids: set[int] = set()
@@ -169,8 +192,8 @@ class MuonAdamW(torch.optim.Optimizer):
             buf.mul_(momentum).add_(p.grad)
             update = p.grad.add(buf, alpha=momentum).reshape(p.shape[0], -1)
             by_shape.setdefault(tuple(update.shape), []).append((p, update))
-        for (rows, cols), items in by_shape.items():  # one batched iteration per matrix shape
-            ortho = orthogonalize(torch.stack([u for _, u in items]), group["ns_steps"])
+        for (rows, cols), items in by_shape.items():  # one batched iteration per matrix shape, split over processes
+            ortho = orthogonalize_shared(torch.stack([u for _, u in items]), group["ns_steps"])
             scale = 0.2 * math.sqrt(max(rows, cols))
             for (p, _), o in zip(items, ortho):
                 if group["weight_decay"]:

@@ -10,7 +10,13 @@ from diffusers import UNet2DConditionModel
 
 from diffusers_sonify import training_utils as tu
 from diffusers_sonify.models import AudioProjectionModel
-from diffusers_sonify.optimization import MuonAdamW, make_optimizer, muon_parameter_split, orthogonalize
+from diffusers_sonify.optimization import (
+    MuonAdamW,
+    make_optimizer,
+    muon_parameter_split,
+    orthogonalize,
+    orthogonalize_shared,
+)
 from diffusers_sonify.toyworld.components import ADAPTER_CONFIG, UNET_CONFIG
 from diffusers_sonify.training_config import TrainingConfig
 
@@ -152,3 +158,60 @@ def test_in_a_vlm_muon_takes_the_hidden_linear_weights_only():
     assert any("vision_model" in n for n in names) and any("connector" in n for n in names)
     assert id(model.lm_head.weight) in {id(p) for p in adamw}
     assert len(muon) + len(adamw) == len([p for p in model.parameters() if p.requires_grad])
+
+
+SHARED_WORKER = """
+import sys
+import torch
+import torch.distributed as dist
+from diffusers_sonify import optimization
+
+rank, rendezvous, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+computed = []
+plain = optimization.orthogonalize
+
+
+def counting(matrices, steps=5):
+    computed.append(matrices.shape[0])
+    return plain(matrices, steps)
+
+
+optimization.orthogonalize = counting
+g = torch.Generator().manual_seed(0)  # the same matrices on both processes, as after averaged gradients
+batches = [torch.randn(n, rows, cols, generator=g) for n, rows, cols in ((5, 8, 24), (4, 24, 8), (1, 16, 16))]
+torch.save({"shared": [optimization.orthogonalize_shared(b) for b in batches], "computed": computed}, out)
+dist.destroy_process_group()
+"""
+
+
+def test_orthogonalize_shared_splits_the_work_over_processes_and_equals_orthogonalize(tmp_path):
+    """Two gloo processes, as in a data-parallel run: each orthogonalizes its share of every batch (an odd batch
+    included, and a batch of one matrix, whose second share is padding), and both end with `orthogonalize`'s result
+    for the whole batch, to the last bit."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(SHARED_WORKER)
+    outs = [tmp_path / f"rank{r}.pt" for r in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(r), str(tmp_path / "rendezvous"), str(outs[r])])
+        for r in range(2)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, rows, cols, generator=g) for n, rows, cols in ((5, 8, 24), (4, 24, 8), (1, 16, 16))]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: the same products in the same order
+    try:
+        expected = [orthogonalize(b) for b in batches]
+    finally:
+        torch.set_num_threads(threads)
+    for out in outs:
+        result = torch.load(out)
+        assert result["computed"] == [3, 2, 1]  # ceil(n / 2) matrices each, not n
+        for got, want in zip(result["shared"], expected):
+            assert torch.equal(got, want)
+    assert orthogonalize_shared(batches[0]).equal(expected[0])  # no process group: orthogonalize itself
