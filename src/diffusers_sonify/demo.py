@@ -61,16 +61,16 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took on a 2-core Intel Xeon box with AMX, nothing else running, printed as the ETA of each
-# stage: d29's seed-1 run, the median of its three seeds' walls (RECIPE.md, d29). The chain took 546-618 s on this
-# box and 658-683 s on the AMD EPYC (AVX-512 BF16) of d27/d28, nearly all of the difference in training.
+# stage: d31's seed-0 run, the recorded one (RECIPE.md, d31), in an hour when the box ran slower than in d29's runs
+# (546-618 s for the whole chain then). The AMD EPYC (AVX-512 BF16) of d27/d28 took 658-683 s for d28's chain.
 STAGE_ETA = {
-    "corpora": 1,
-    "audio_encoder": 79,
-    "evaluation_inputs": 13,
-    "vlm": 65,
-    "build": 30,
-    "train": 362,
-    "evaluate": 44,
+    "corpora": 2,
+    "audio_encoder": 87,
+    "evaluation_inputs": 15,
+    "vlm": 74,
+    "build": 37,
+    "train": 368,
+    "evaluate": 52,
 }
 # the diffusion training steps of STAGE_ETA's "train" stage: the training config's max_train_steps (a test checks)
 RECIPE_TRAIN_STEPS = 1500
