@@ -135,6 +135,10 @@ class MuonAdamW(torch.optim.Optimizer):
         betas, eps: AdamW's.
         weight_decay: decoupled weight decay of both groups.
         ns_steps: Newton-Schulz iterations.
+
+    In a data-parallel run (an initialised `torch.distributed` process group) the processes share the Newton-Schulz
+    work ([`orthogonalize_shared`]); every process must then step with the same gradients, as DDP's averaged ones
+    are (sharded gradients, as FSDP's, are not supported).
     """
 
     def __init__(

@@ -591,7 +591,7 @@ def set_attention_processor(unet, name: str) -> None:
     `training_config.ATTENTION_PROCESSORS`). Processors hold no weights: the state dict and the saved UNet do not
     change, only how attention is computed. On CPU, torch's fused kernel (`AttnProcessor2_0`, diffusers' default)
     takes about a fifth of a toy-world training step in its backward at 64 tokens and head dim 8, where
-    `AttnProcessor`'s matrix products take a few percent (toyworld/RECIPE.md, d31)."""
+    `AttnProcessor`'s matrix products and softmax take about 6 % (toyworld/RECIPE.md, d31)."""
     from diffusers.models import attention_processor
 
     unet.set_attn_processor(getattr(attention_processor, name)())
