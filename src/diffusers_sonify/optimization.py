@@ -57,8 +57,9 @@ def orthogonalize_shared(matrices: torch.Tensor, steps: int = 5) -> torch.Tensor
     it does after data-parallel training has averaged the gradients. Without an initialised process group of more
     than one process it is [`orthogonalize`].
 
-    The result equals [`orthogonalize`]'s to the last bit: the iteration treats each matrix of the batch on its own
-    (checked by the tests), and the shares are padded with zero matrices to one size, which stay zero."""
+    Every process ends with the same tensors, and they are [`orthogonalize`]'s result: the iteration treats each
+    matrix of the batch on its own, so only the batched products' rounding may differ (on the 2-core Xeon of
+    toyworld/RECIPE.md, d31, not in one bit); the shares are padded with zero matrices to one size, which stay zero."""
     import torch.distributed as dist
 
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
