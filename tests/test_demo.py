@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
@@ -61,6 +62,9 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert saved["train_steps"] == 2  # quick's steps, read from the training log
     assert f"s on {saved['machine']}, 2 training steps, training and sampling in {precision} (stage" in report
+    # and the sampler the held-out images were drawn with
+    assert saved["sampling"]["eta"] == demo.QUICK.eta > 0
+    assert f"2 DDIM steps, guidance {demo.QUICK.guidance_scale:g} (rescale 0.7) and eta {demo.QUICK.eta:g}." in report
     field_run = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert field_run["mixed_precision"] == saved["training_precision"]
     assert f"| mixed_precision | {saved['training_precision']} |" in (tmp_path / "model" / "README.md").read_text()
@@ -112,6 +116,10 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
         diff = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
     assert np.asarray(serial[0]).tolist() != np.asarray(serial[1]).tolist()
+    # DDIM's eta reaches the scheduler: without its per-step noise the same generators draw other pictures
+    with torch_threads(1):
+        deterministic = demo.generate(pipe, sounds, dataclasses.replace(demo.QUICK, eta=0.0), seed=0, batch_size=1)
+    assert all(np.asarray(a).tolist() != np.asarray(b).tolist() for a, b in zip(serial, deterministic, strict=True))
 
 
 def test_toyworld_training_config_is_the_recipe():

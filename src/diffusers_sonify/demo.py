@@ -110,6 +110,9 @@ class DemoSize:
     sampling_steps: int = 20
     guidance_scale: float = 2.0  # measured best for the recipe (toyworld/RECIPE.md, d22; 3 until d21, 5 until d15)
     guidance_rescale: float = 0.7  # keeps strong guidance from over-saturating the flat toy colours
+    # DDIM eta of the held-out generation: half of DDPM's fresh noise at each step; shape and exactly one on every
+    # seed at the same model (toyworld/RECIPE.md, d32). The field's metrics and the edits sample with eta 0.
+    eta: float = 0.5
     eval_workers: int = 2  # concurrent generation threads of one torch thread each
     field_scenes: int = 64  # held-out scenes for the field's metrics (FID/KID, AIS, IIS, AIC)
     field_classifier: dict | None = None  # train_toy_classifier arguments; None: its defaults
@@ -300,8 +303,9 @@ def generate(
     workers: int = 1,
     precision: str = "no",
 ):
-    """One image per evaluation sound, each with its own seeded generator (`seed` + its index), sampled in
-    `precision` (see [`sampling_autocast`]).
+    """One image per evaluation sound, each with its own seeded generator (`seed` + its index; with `size.eta` > 0
+    DDIM's per-step noise comes from it too), sampled with `size`'s steps, guidance and eta in `precision` (see
+    [`sampling_autocast`]).
 
     `workers` > 1 generates batches concurrently, each worker thread with its own copy of the pipeline and torch on
     one thread per worker: on 2 cores that is faster than one call spreading each op over two threads.
@@ -323,6 +327,7 @@ def generate(
                     num_inference_steps=size.sampling_steps,
                     guidance_scale=size.guidance_scale,
                     guidance_rescale=size.guidance_rescale,
+                    eta=size.eta,
                     generator=generators,
                 ).images
         finally:
@@ -393,6 +398,17 @@ def _field_section(metrics: dict) -> str:
     )
 
 
+def _sampling_sentence(metrics: dict) -> str:
+    """How the held-out images were sampled, from metrics.json's `sampling` (absent in records made before it)."""
+    sampling = metrics.get("sampling")
+    if not sampling:
+        return ""
+    return (
+        f"; the held-out sounds were sampled with {sampling['num_inference_steps']} DDIM steps, guidance "
+        f"{sampling['guidance_scale']:g} (rescale {sampling['guidance_rescale']:g}) and eta {sampling['eta']:g}"
+    )
+
+
 def write_report(
     out: Path,
     metrics: dict,
@@ -447,7 +463,7 @@ def write_report(
         f"| metric | value | bar | |\n|---|---|---|---|\n{rows}\n\n"
         f"{metrics['num_eval_images']} evaluation images; whole demo {metrics['wall_seconds']:.0f} s on "
         f"{metrics.get('machine', 'an unrecorded machine')}, {steps} training steps, training and sampling in "
-        f"{precision} (stage times in metrics.json).\n\n" + "\n".join(sections)
+        f"{precision} (stage times in metrics.json){_sampling_sentence(metrics)}.\n\n" + "\n".join(sections)
     )
 
 
@@ -906,6 +922,12 @@ def run_demo(args: argparse.Namespace) -> dict:
     metrics["train_steps"] = json.loads((model_dir / "train_log.jsonl").read_text().splitlines()[-1])["step"]
     metrics["seed"], metrics["describer"] = args.seed, args.describer
     metrics["machine"], metrics["training_precision"] = cpu_summary(), precision
+    metrics["sampling"] = {
+        "num_inference_steps": size.sampling_steps,
+        "guidance_scale": size.guidance_scale,
+        "guidance_rescale": size.guidance_rescale,
+        "eta": size.eta,
+    }
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     sections = ((describer_section(metrics),) if use_vlm else ()) + (side_lines,)
