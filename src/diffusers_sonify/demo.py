@@ -61,8 +61,9 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took on a 2-core Intel Xeon box with AMX, nothing else running, printed as the ETA of each
-# stage: d31's seed-0 run, the recorded one (RECIPE.md, d31), in an hour when the box ran slower than in d29's runs
-# (546-618 s for the whole chain then). The AMD EPYC (AVX-512 BF16) of d27/d28 took 658-683 s for d28's chain.
+# stage: d31's seed-0 run (RECIPE.md, d31; the recorded d32 changed only the sampling and took 639 s), in an hour
+# when the box ran slower than in d29's runs (546-618 s for the whole chain then). The AMD EPYC (AVX-512 BF16) of
+# d27/d28 took 658-683 s for d28's chain.
 STAGE_ETA = {
     "corpora": 2,
     "audio_encoder": 87,
