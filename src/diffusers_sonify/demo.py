@@ -121,6 +121,16 @@ class DemoSize:
     vlm_train_images: int = 4000
     vlm_eval_images: int = 200  # held-out renders (corpus seed 12) the describers are scored on
 
+    @property
+    def held_out_sampling(self) -> dict:
+        """The sampler arguments of the held-out generation ([`generate`]), as metrics.json records them."""
+        return {
+            "num_inference_steps": self.sampling_steps,
+            "guidance_scale": self.guidance_scale,
+            "guidance_rescale": self.guidance_rescale,
+            "eta": self.eta,
+        }
+
 
 # enough steps for the quick chain's toy VLM to answer in valid JSON most of the time (its numbers mean nothing)
 QUICK_VLM_STEPS = 150
@@ -325,11 +335,8 @@ def generate(
                 return worker_pipe(
                     [s.audio for s in chunk],
                     sampling_rate=SAMPLING_RATE,
-                    num_inference_steps=size.sampling_steps,
-                    guidance_scale=size.guidance_scale,
-                    guidance_rescale=size.guidance_rescale,
-                    eta=size.eta,
                     generator=generators,
+                    **size.held_out_sampling,
                 ).images
         finally:
             pipes.put(worker_pipe)
@@ -399,17 +406,6 @@ def _field_section(metrics: dict) -> str:
     )
 
 
-def _sampling_sentence(metrics: dict) -> str:
-    """How the held-out images were sampled, from metrics.json's `sampling` (absent in records made before it)."""
-    sampling = metrics.get("sampling")
-    if not sampling:
-        return ""
-    return (
-        f"; the held-out sounds were sampled with {sampling['num_inference_steps']} DDIM steps, guidance "
-        f"{sampling['guidance_scale']:g} (rescale {sampling['guidance_rescale']:g}) and eta {sampling['eta']:g}"
-    )
-
-
 def write_report(
     out: Path,
     metrics: dict,
@@ -438,6 +434,7 @@ def write_report(
         _loudness_plot(sounds, parsed, out / "loudness_vs_area.png")
         sections.append("### Loudness vs generated area\n\n![loudness](loudness_vs_area.png)\n")
     verdicts = _bar_verdicts(metrics)
+    sampling = metrics["sampling"]
     rows = "\n".join(
         f"| {k} | {metrics[k]:.3f} | {BARS[k][0]} {BARS[k][1]} | {'met' if verdicts[k] else 'NOT met'} |"
         for k in BARS
@@ -464,7 +461,9 @@ def write_report(
         f"| metric | value | bar | |\n|---|---|---|---|\n{rows}\n\n"
         f"{metrics['num_eval_images']} evaluation images; whole demo {metrics['wall_seconds']:.0f} s on "
         f"{metrics.get('machine', 'an unrecorded machine')}, {steps} training steps, training and sampling in "
-        f"{precision} (stage times in metrics.json){_sampling_sentence(metrics)}.\n\n" + "\n".join(sections)
+        f"{precision} (stage times in metrics.json); the held-out sounds were sampled with "
+        f"{sampling['num_inference_steps']} DDIM steps, guidance {sampling['guidance_scale']:g} (rescale "
+        f"{sampling['guidance_rescale']:g}) and eta {sampling['eta']:g}.\n\n" + "\n".join(sections)
     )
 
 
@@ -923,12 +922,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     metrics["train_steps"] = json.loads((model_dir / "train_log.jsonl").read_text().splitlines()[-1])["step"]
     metrics["seed"], metrics["describer"] = args.seed, args.describer
     metrics["machine"], metrics["training_precision"] = cpu_summary(), precision
-    metrics["sampling"] = {
-        "num_inference_steps": size.sampling_steps,
-        "guidance_scale": size.guidance_scale,
-        "guidance_rescale": size.guidance_rescale,
-        "eta": size.eta,
-    }
+    metrics["sampling"] = size.held_out_sampling
     metrics["bars_met"] = _bar_verdicts(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     sections = ((describer_section(metrics),) if use_vlm else ()) + (side_lines,)
