@@ -117,6 +117,8 @@ class DemoSize:
     eval_workers: int = 2  # concurrent generation threads of one torch thread each
     field_scenes: int = 64  # held-out scenes for the field's metrics (FID/KID, AIS, IIS, AIC)
     field_classifier: dict | None = None  # train_toy_classifier arguments; None: its defaults
+    # 600 VLM steps end its stage 21 s sooner but drew less two-source mixing; a 1,000-step VLM as REPA's target drew
+    # no more (toyworld/RECIPE.md, d33)
     vlm_steps: int = 700  # toy VLM training (ToyVLMConfig.steps); its renders are its own (`vlm_image_seed`)
     vlm_train_images: int = 4000
     vlm_eval_images: int = 200  # held-out renders (corpus seed 12) the describers are scored on
