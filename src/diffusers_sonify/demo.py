@@ -638,7 +638,8 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help=f"diffusion training steps (default: the training config's max_train_steps, {RECIPE_TRAIN_STEPS}, which "
         "keeps the chain near 10 minutes on a 2-core box); 3000 meets every picture bar on the three measured seeds "
-        "(shape 0.96-0.98, mixing 0.89-0.91) and takes about 7 minutes more (toyworld/RECIPE.md, 'd30')",
+        "(shape 0.96-0.98, mixing 0.89-0.91, sampled with eta 0) and takes about 7 minutes more "
+        "(toyworld/RECIPE.md, 'd30')",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
