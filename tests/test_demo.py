@@ -130,6 +130,7 @@ def test_toyworld_training_config_is_the_recipe():
     assert config["adapter_input_type"] == ADAPTER_CONFIG["input_type"]
     assert config["num_pooled_tokens"] == ADAPTER_CONFIG["num_pooled_tokens"]
     assert config["num_hidden_tokens"] == ADAPTER_CONFIG["num_hidden_tokens"]
+    assert config["adapter_hidden_pool"] == ADAPTER_CONFIG["hidden_pool"]
     # the demo's stage ETA for training is scaled from the recipe's steps when `--train_steps` asks for others
     assert config["max_train_steps"] == demo.RECIPE_TRAIN_STEPS
 

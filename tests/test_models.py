@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,40 @@ def test_projection_config_errors():
         AudioProjectionModel(input_type="pooled", pooled_dim=None)
     with pytest.raises(ValueError, match="pass `hidden_states`"):
         AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=4)(pooled=torch.randn(1, 4))
+
+
+def test_max_pooled_hidden_tokens_keep_a_short_event_at_its_strength():
+    # One loud frame among quiet ones: a mean over its run dilutes it by the run's length, a max keeps it.
+    quiet, event = torch.zeros(1, 40, 4), torch.zeros(1, 40, 4)
+    event[0, 13] = 5.0
+    kwargs = dict(cross_attention_dim=4, pooled_dim=None, hidden_dim=4, input_type="hidden_states")
+    means = AudioProjectionModel(**kwargs, num_hidden_tokens=4)
+    maxes = AudioProjectionModel(**kwargs, num_hidden_tokens=4, hidden_pool="max")
+    for model in (means, maxes):  # the same projection, so only the pooling differs
+        model.hidden_proj.weight.data.copy_(torch.eye(4))
+        model.hidden_proj.bias.data.zero_()
+        model.hidden_norm = torch.nn.Identity()
+    torch.testing.assert_close(maxes(hidden_states=event)[0, 1], torch.full((4,), 5.0))  # frame 13: run 10-19
+    torch.testing.assert_close(means(hidden_states=event)[0, 1], torch.full((4,), 0.5))
+    for model in (means, maxes):
+        assert model(hidden_states=quiet).abs().max() == 0
+        assert model(hidden_states=event)[0, [0, 2, 3]].abs().max() == 0  # the event stays in its own run
+
+
+def test_hidden_pool_is_validated_and_saved(tmp_path):
+    with pytest.raises(ValueError, match=r"`hidden_pool` must be one of \('mean', 'max'\), got 'median'"):
+        AudioProjectionModel(hidden_pool="median")
+    model = AudioProjectionModel(cross_attention_dim=8, pooled_dim=4, hidden_dim=6, hidden_pool="max")
+    model.save_pretrained(tmp_path)
+    loaded = AudioProjectionModel.from_pretrained(tmp_path)
+    assert loaded.config.hidden_pool == "max"
+    x, h = torch.randn(2, 4), torch.randn(2, 30, 6)
+    torch.testing.assert_close(loaded(pooled=x, hidden_states=h), model(pooled=x, hidden_states=h))
+    # adapters saved before the option existed have no `hidden_pool` in their config: they pool by the mean
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["hidden_pool"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert AudioProjectionModel.from_pretrained(tmp_path).config.hidden_pool == "mean"
 
 
 def test_drop_condition_uses_the_null_tokens():

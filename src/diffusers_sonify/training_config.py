@@ -17,6 +17,7 @@ from typing import ClassVar, Optional
 from .config_loading import load_mapping, parse_config_args, require_positive
 
 ADAPTER_INPUT_TYPES = ("pooled", "hidden_states", "both")
+ADAPTER_HIDDEN_POOLS = ("mean", "max")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 OPTIMIZERS = ("adamw", "muon")
@@ -155,6 +156,10 @@ class TrainingConfig:
     adapter_input_type: str = _help("AudioProjectionModel input: pooled, hidden_states or both.", default="both")
     num_pooled_tokens: int = _help("Adapter tokens from the pooled embedding.", default=4)
     num_hidden_tokens: int = _help("Adapter tokens from the encoder hidden states.", default=8)
+    adapter_hidden_pool: str = _help(
+        "How the adapter pools runs of encoder hidden states into tokens: mean, or max (keeps short events).",
+        default="mean",
+    )
     use_text_encoder: bool = _help(
         "Keep the base model's text encoder (frozen); text tokens precede the audio tokens.", default=False
     )
@@ -344,6 +349,10 @@ class TrainingConfig:
         if self.adapter_input_type not in ADAPTER_INPUT_TYPES:
             raise ValueError(
                 f"`adapter_input_type` must be one of {ADAPTER_INPUT_TYPES}, got {self.adapter_input_type!r}."
+            )
+        if self.adapter_hidden_pool not in ADAPTER_HIDDEN_POOLS:
+            raise ValueError(
+                f"`adapter_hidden_pool` must be one of {ADAPTER_HIDDEN_POOLS}, got {self.adapter_hidden_pool!r}."
             )
         for name in ("audio_drop_prob", "text_drop_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:

@@ -644,6 +644,7 @@ def build_training_components(config) -> dict:
         input_type=config.adapter_input_type,
         num_pooled_tokens=config.num_pooled_tokens,
         num_hidden_tokens=config.num_hidden_tokens,
+        hidden_pool=config.adapter_hidden_pool,
     )
     return dict(
         unet=unet,

@@ -126,6 +126,7 @@ def test_wrong_combinations_fail_at_parse_time_naming_both_fields(flags, fields)
             r"`attention_processor` must be one of \('AttnProcessor', 'AttnProcessor2_0'\) or unset, got 'flash'",
         ),
         (["--loss_type", "l2"], r"`loss_type` must be one of \('mse', 'rms', 'l1', 'huber'\), got 'l2'"),
+        (["--adapter_hidden_pool", "median"], r"`adapter_hidden_pool` must be one of \('mean', 'max'\), got 'median'"),
         (["--loss_type", "huber", "--huber_c", "0"], "`huber_c` must be positive, got 0.0"),
         (["--loss_type", "rms", "--rms_max_timestep", "0"], "`rms_max_timestep` must be a positive integer"),
         (

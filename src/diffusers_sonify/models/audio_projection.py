@@ -9,8 +9,10 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+from torch.nn import functional as F
 
 _INPUT_TYPES = ("pooled", "hidden_states", "both")
+_HIDDEN_POOLS = ("mean", "max")
 
 
 class AudioProjectionModel(ModelMixin, ConfigMixin):
@@ -20,8 +22,9 @@ class AudioProjectionModel(ModelMixin, ConfigMixin):
 
     * `"pooled"`: the clip embedding goes through an MLP to `num_pooled_tokens` tokens (as IP-Adapter does for
       image embeddings).
-    * `"hidden_states"`: the encoder's token sequence is projected per token, then average-pooled over time to
-      `num_hidden_tokens` tokens, so the output length does not depend on the clip length.
+    * `"hidden_states"`: the encoder's token sequence is projected per token, then pooled over runs of consecutive
+      tokens (their mean, or with `hidden_pool="max"` their maximum) to `num_hidden_tokens` tokens, so the output
+      length does not depend on the clip length.
     * `"both"`: the two token sets, pooled first.
 
     The module also owns the learned unconditional tokens (`null_audio_embeds`) used for condition dropout in
@@ -35,6 +38,9 @@ class AudioProjectionModel(ModelMixin, ConfigMixin):
         num_pooled_tokens (`int`): tokens made from the pooled embedding.
         num_hidden_tokens (`int`): tokens made from the hidden-state sequence.
         mlp_ratio (`int`): hidden width of the pooled MLP as a multiple of `cross_attention_dim`.
+        hidden_pool (`str`): how a run of projected hidden states becomes one token: `"mean"` or `"max"` (each
+            feature's largest value in the run: a short event, a chirp or a strike, is kept at its own strength
+            instead of being diluted by the run's quiet frames).
     """
 
     @register_to_config
@@ -47,10 +53,13 @@ class AudioProjectionModel(ModelMixin, ConfigMixin):
         num_pooled_tokens: int = 4,
         num_hidden_tokens: int = 8,
         mlp_ratio: int = 2,
+        hidden_pool: str = "mean",
     ):
         super().__init__()
         if input_type not in _INPUT_TYPES:
             raise ValueError(f"`input_type` must be one of {_INPUT_TYPES}, got {input_type!r}.")
+        if hidden_pool not in _HIDDEN_POOLS:
+            raise ValueError(f"`hidden_pool` must be one of {_HIDDEN_POOLS}, got {hidden_pool!r}.")
         self.use_pooled = input_type in ("pooled", "both")
         self.use_hidden = input_type in ("hidden_states", "both")
         if self.use_pooled and not pooled_dim:
@@ -103,7 +112,8 @@ class AudioProjectionModel(ModelMixin, ConfigMixin):
             if hidden_states is None:
                 raise ValueError("This adapter reads the audio encoder's hidden states: pass `hidden_states`.")
             x = self.hidden_proj(hidden_states)
-            x = nn.functional.adaptive_avg_pool1d(x.transpose(1, 2), cfg.num_hidden_tokens).transpose(1, 2)
+            pool = F.adaptive_max_pool1d if cfg.hidden_pool == "max" else F.adaptive_avg_pool1d
+            x = pool(x.transpose(1, 2), cfg.num_hidden_tokens).transpose(1, 2)
             tokens.append(self.hidden_norm(x))
         return torch.cat(tokens, dim=1)
 

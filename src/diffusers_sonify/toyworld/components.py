@@ -57,7 +57,7 @@ UNET_CONFIG = {
     "addition_embed_type_num_heads": 4,
 }
 # 4 tokens from the encoder's pooled output and 8 from its output tokens (two special ones, then patches of 3
-# frequency bands x 24 time steps, averaged in runs of about 9): two-source mixing up on every seed over four draws
+# frequency bands x 24 time steps, pooled in runs of about 9): two-source mixing up on every seed over four draws
 # per sound (RECIPE.md, d29)
 ADAPTER_CONFIG = {
     "cross_attention_dim": CROSS_ATTENTION_DIM,
@@ -66,6 +66,8 @@ ADAPTER_CONFIG = {
     "input_type": "both",
     "num_pooled_tokens": 4,
     "num_hidden_tokens": 8,
+    # the maximum of each run, not its mean: the intermittent sources (bird, bell) keep their strength (RECIPE.md, d34)
+    "hidden_pool": "max",
 }
 # v-prediction with "trailing" sampling steps: the first step starts at t = 999, where the cosine schedule leaves
 # (almost) no signal, and predicts the clean image there, so the background follows the sound (RECIPE.md, run V)
