@@ -17,6 +17,8 @@ from diffusers_sonify.toyworld import (
     reverb_background_accuracy,
 )
 from diffusers_sonify.toyworld.evaluation import (
+    MIX_LUFS,
+    SINGLE_LUFS,
     background_noise,
     exactly_one_rate,
     retrieved_in_picture,
@@ -24,14 +26,16 @@ from diffusers_sonify.toyworld.evaluation import (
 )
 from diffusers_sonify.toyworld.parser import ParsedObject
 from diffusers_sonify.toyworld.render import SHAPE_NAMES
+from diffusers_sonify.toyworld.scenes import MAX_RADIUS_BY_COUNT
 from diffusers_sonify.toyworld.sonify import (
     PEAK_LIMIT,
     impulse_response,
     loudness,
+    lufs_from_prominence,
     set_loudness,
     sonify_scene,
 )
-from diffusers_sonify.toyworld.world import CLASS_NAMES, SAMPLING_RATE, synthesize
+from diffusers_sonify.toyworld.world import CLASS_NAMES, MIN_RADIUS, SAMPLING_RATE, prominence_from_radius, synthesize
 
 
 def _schroeder_rt60(ir: np.ndarray) -> float:
@@ -88,6 +92,19 @@ def test_eval_sounds_are_what_they_claim():
     assert [s.weight for s in sweep] == sorted(s.weight for s in sweep)
     a, b = synthesize(sweep[0].classes[0], 0), sweep[-1].audio
     assert np.corrcoef(sweep[0].audio, sweep[-1].audio)[0, 1] < 0.5 and a.shape == b.shape
+
+
+def test_eval_levels_are_the_worlds_icon_sizes():
+    """The held-out singles and mixtures are as loud as the world's own scenes make their icons (RECIPE.md, d34):
+    a single source as a large icon of a one-object scene, each source of a mixture as the largest icon of a
+    two-object scene. Resizing the world's icons without moving these levels fails here."""
+
+    def level(radius):
+        return lufs_from_prominence(prominence_from_radius(radius))
+
+    assert level(MIN_RADIUS) <= SINGLE_LUFS <= level(MAX_RADIUS_BY_COUNT[1])
+    assert SINGLE_LUFS > level((MIN_RADIUS + MAX_RADIUS_BY_COUNT[1]) / 2)  # larger than a one-object scene's middle
+    assert abs(MIX_LUFS - level(MAX_RADIUS_BY_COUNT[2])) < 0.5
 
 
 def test_eval_sounds_are_deterministic():

@@ -20,7 +20,9 @@ from .world import CLASS_NAMES, synthesize
 
 DEFAULT_LOUDNESS_LEVELS = (-40.0, -35.0, -30.0, -25.0, -22.0)
 SINGLE_LUFS = -26.0  # loud enough to picture a large icon, inside LUFS_RANGE
-MIX_LUFS = -30.0  # each source of a two-source mixture: the level of a 2-object scene's mid-sized icon
+# each source of a two-source mixture: the level of a 2-object scene's largest icon (radius 8: -30.4 LUFS; its
+# middle radius is heard at -36 LUFS, where fewer mixtures come out with both sources: RECIPE.md, d34)
+MIX_LUFS = -30.0
 SWEEP_WEIGHTS = (0.0, 0.15, 0.3, 0.45, 0.55, 0.7, 0.85, 1.0)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from .world import CLASS_NAMES, INDOOR_SPACES, MAX_RADIUS, MIN_RADIUS, prominence_from_radius
 
 # Largest icon radius by object count, so that 2-3 icons fit side by side in 32x32 without hiding each other.
-_MAX_RADIUS_BY_COUNT = {1: MAX_RADIUS, 2: 8.0, 3: 6.5}
+MAX_RADIUS_BY_COUNT = {1: MAX_RADIUS, 2: 8.0, 3: 6.5}
 OBJECT_COUNT_PROBS = (0.5, 0.3, 0.2)  # 1, 2, 3 objects
 
 
@@ -19,10 +19,10 @@ def sample_scene(rng: np.random.Generator, num_objects: int | None = None) -> di
     """
     if num_objects is None:
         num_objects = int(rng.choice([1, 2, 3], p=OBJECT_COUNT_PROBS))
-    if num_objects not in _MAX_RADIUS_BY_COUNT:
+    if num_objects not in MAX_RADIUS_BY_COUNT:
         raise ValueError(f"`num_objects` must be 1, 2 or 3, got {num_objects}.")
     classes = rng.choice(len(CLASS_NAMES), size=num_objects, replace=False)
-    max_r = _MAX_RADIUS_BY_COUNT[num_objects]
+    max_r = MAX_RADIUS_BY_COUNT[num_objects]
     objects: list[dict] = []
     for k in classes:
         radius = float(rng.uniform(MIN_RADIUS, max_r))
