@@ -19,6 +19,7 @@ from transformers import (
 from diffusers_sonify import AudioProjectionModel, AudioToImagePipeline
 from diffusers_sonify.models import encode_audio_features
 from diffusers_sonify.tiny import tiny_clap_audio, tiny_pipeline_components
+from diffusers_sonify.training_config import ADAPTER_HIDDEN_POOLS, ADAPTER_INPUT_TYPES
 
 
 @pytest.mark.parametrize("input_type,tokens", [("pooled", 3), ("hidden_states", 5), ("both", 8)])
@@ -84,6 +85,16 @@ def test_hidden_pool_is_validated_and_saved(tmp_path):
     del config["hidden_pool"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert AudioProjectionModel.from_pretrained(tmp_path).config.hidden_pool == "mean"
+
+
+def test_every_adapter_choice_the_training_config_accepts_builds_an_adapter():
+    # training_config.py keeps its own copies of the adapter's choices (it does not import torch): they must not drift
+    for input_type in ADAPTER_INPUT_TYPES:
+        for hidden_pool in ADAPTER_HIDDEN_POOLS:
+            model = AudioProjectionModel(
+                cross_attention_dim=8, pooled_dim=4, hidden_dim=6, input_type=input_type, hidden_pool=hidden_pool
+            )
+            assert model(pooled=torch.randn(1, 4), hidden_states=torch.randn(1, 10, 6)).shape[-1] == 8
 
 
 def test_drop_condition_uses_the_null_tokens():
