@@ -61,20 +61,19 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took on a 2-core Intel Xeon box with AMX, nothing else running, printed as the ETA of each
-# stage: d31's seed-0 run (RECIPE.md, d31; the recorded d32 changed only the sampling and took 639 s), in an hour
-# when the box ran slower than in d29's runs (546-618 s for the whole chain then). The AMD EPYC (AVX-512 BF16) of
-# d27/d28 took 658-683 s for d28's chain.
+# stage: d35's seed-2 run (RECIPE.md, d35: 617 s for the chain, in an hour when the box ran its training steps at 4.9
+# per second; at d34's 5.4-5.8 the same chain with 1,500 steps took 475-480 s).
 STAGE_ETA = {
-    "corpora": 2,
-    "audio_encoder": 87,
-    "evaluation_inputs": 15,
-    "vlm": 74,
-    "build": 37,
-    "train": 368,
-    "evaluate": 52,
+    "corpora": 1,
+    "audio_encoder": 73,
+    "evaluation_inputs": 13,
+    "vlm": 69,
+    "build": 30,
+    "train": 386,
+    "evaluate": 45,
 }
 # the diffusion training steps of STAGE_ETA's "train" stage: the training config's max_train_steps (a test checks)
-RECIPE_TRAIN_STEPS = 1500
+RECIPE_TRAIN_STEPS = 1800
 
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
@@ -109,7 +108,9 @@ class DemoSize:
     train_steps: int | None = None  # None: the training config's max_train_steps
     eval_scale: int = 1  # 1: the full held-out set (209 sounds); 0: a minimal set
     sampling_steps: int = 20
-    guidance_scale: float = 2.0  # measured best for the recipe (toyworld/RECIPE.md, d22; 3 until d21, 5 until d15)
+    # 2.5 with the recipe's 1,800 steps: the weakest seed's two-source mixing up (toyworld/RECIPE.md, d35; 2 from d22
+    # to d34, 3 until d21, 5 until d15)
+    guidance_scale: float = 2.5
     guidance_rescale: float = 0.7  # keeps strong guidance from over-saturating the flat toy colours
     # DDIM eta of the held-out generation: half of DDPM's fresh noise at each step; shape and exactly one on every
     # seed at the same model (toyworld/RECIPE.md, d32). The field's metrics and the edits sample with eta 0.
@@ -637,9 +638,9 @@ def main(argv: list[str] | None = None) -> dict:
         type=_positive_int,
         default=None,
         help=f"diffusion training steps (default: the training config's max_train_steps, {RECIPE_TRAIN_STEPS}, which "
-        "keeps the chain near 10 minutes on a 2-core box); 3000 meets every picture bar on the three measured seeds "
-        "(shape 0.96-0.98, mixing 0.89-0.91, sampled with eta 0) and takes about 7 minutes more "
-        "(toyworld/RECIPE.md, 'd30')",
+        "keeps the chain under 10 minutes on a 2-core box and meets every picture bar on the three measured seeds); "
+        "3000 draws the outlines better still (d30's recipe: shape 0.96-0.98) and takes about 6 minutes more "
+        "(toyworld/RECIPE.md, 'd30', 'd35')",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
