@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> dict:
         type=_positive_int,
         default=None,
         help=f"diffusion training steps (default: the training config's max_train_steps, {RECIPE_TRAIN_STEPS}, which "
-        "keeps the chain under 10 minutes on a 2-core box and meets every picture bar on the three measured seeds); "
+        "keeps the chain near 10 minutes on a 2-core box and meets every picture bar on the three measured seeds); "
         "3000 draws the outlines better still (d30's recipe: shape 0.96-0.98) and takes about 6 minutes more "
         "(toyworld/RECIPE.md, 'd30', 'd35')",
     )
