@@ -11,6 +11,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn import functional as F
 
+# copies of training_config.ADAPTER_INPUT_TYPES / ADAPTER_HIDDEN_POOLS: this file is exported alone as Hub remote code
+# (hub.export_remote_code), so it imports nothing from the package; tests/test_models.py keeps the copies in step
 _INPUT_TYPES = ("pooled", "hidden_states", "both")
 _HIDDEN_POOLS = ("mean", "max")
 
