@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     progress = tqdm(range(max_steps), initial=global_step, desc="Steps", disable=not accelerator.is_main_process)
     first_epoch, steps_this_run, micro = global_step // steps_per_epoch, 0, 0
     record = {"loss": 0.0, "indices": []}
+    repa_targets = None  # with cache_repa_targets: made at the first step, when the aligned block's grid is known
     done = global_step >= max_steps
     for epoch in range(first_epoch, math.ceil(max_steps / steps_per_epoch)):
         if done:
@@ -250,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
                 if "latent_moments" in batch:
                     latents = DiagonalGaussianDistribution(batch["latent_moments"]).sample(gen)
                 else:
-                    pixels = tu.random_hflip(batch["pixel_values"], gen) if cfg.random_flip else batch["pixel_values"]
+                    pixels, flips = batch["pixel_values"], None
+                    if cfg.random_flip:
+                        pixels, flips = tu.random_hflip(pixels, gen)
                     latents = pixels
                     if c["vae"] is not None:
                         with torch.no_grad():
@@ -301,7 +304,12 @@ def main(argv: list[str] | None = None) -> None:
                 gathered_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
                 record["loss"] += gathered_loss / cfg.gradient_accumulation_steps
                 if alignment is not None:  # the clean images (flipped as the UNet saw them) through the encoder
-                    cosine = alignment.cosine(modules["repa_projector"], pixels)
+                    if cfg.cache_repa_targets and repa_targets is None:  # the block's grid is known now
+                        batches = tu.image_batches(train_ds, cfg.train_batch_size)
+                        repa_targets = alignment.cache_targets(batches, alignment.captured_grid, cfg.random_flip)
+                        logger.info(f"Cached REPA targets of {len(repa_targets)} rows", main_process_only=True)
+                    target = None if repa_targets is None else repa_targets(batch["index"], flips)
+                    cosine = alignment.cosine(modules["repa_projector"], pixels, target)
                     gathered = accelerator.gather(cosine.detach().reshape(1)).mean().item()
                     record["repa_cosine"] = record.get("repa_cosine", 0.0) + gathered / cfg.gradient_accumulation_steps
                     loss = loss - cfg.repa_weight * cosine

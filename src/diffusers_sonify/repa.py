@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -194,12 +194,56 @@ class RepresentationAlignment:
                 patches = nn.functional.interpolate(patches, size=(h, w), mode="bilinear")
         return patches.flatten(2).transpose(1, 2)
 
-    def cosine(self, projector: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-        """Mean cosine similarity between the projected features of the last captured forward pass and the
-        encoder's patch features of the clean `pixels` (a scalar with gradients into the projector and the UNet)."""
+    @property
+    def captured_grid(self) -> tuple[int, int]:
+        """`(h, w)` of the block's output in the last captured forward pass."""
         if self._features is None:
             raise RuntimeError("No UNet features captured: run the UNet forward inside `with alignment.capture():`.")
+        return tuple(self._features.shape[-2:])
+
+    @torch.no_grad()
+    def cache_targets(self, batches: Iterable[torch.Tensor], grid: Sequence[int], mirrored: bool) -> CachedTargets:
+        """[`target_features`] of every image of `batches` (`(B, 3, H, W)` tensors in [-1, 1], the training rows in
+        order), and of each image mirrored left-right when `mirrored`, computed once."""
+        plain, flipped = [], []
+        for pixels in batches:
+            plain.append(self.target_features(pixels, grid))
+            if mirrored:
+                flipped.append(self.target_features(pixels.flip(-1), grid))
+        return CachedTargets(torch.cat(plain), torch.cat(flipped) if mirrored else None)
+
+    def cosine(self, projector: nn.Module, pixels: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cosine similarity between the projected features of the last captured forward pass and the
+        encoder's patch features of the clean `pixels` (a scalar with gradients into the projector and the UNet),
+        or `target`, those features looked up in a [`CachedTargets`]."""
+        grid = self.captured_grid
         features = self._features
-        target = self.target_features(pixels, features.shape[-2:]).to(features.device)
+        if target is None:
+            target = self.target_features(pixels, grid)
+        target = target.to(features.device)
         projected = projector(features.float())
         return nn.functional.cosine_similarity(projected, target, dim=-1).mean()
+
+
+class CachedTargets:
+    """The REPA encoder's targets of a fixed set of training images (rows `0..N-1`), and of their mirror images,
+    made once by [`RepresentationAlignment.cache_targets`]: a training step reads its rows' targets instead of
+    running the encoder. Valid while every row's image is the same at every epoch (no random crops)."""
+
+    def __init__(self, targets: torch.Tensor, mirrored: torch.Tensor | None = None):
+        self.targets, self.mirrored = targets, mirrored
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __call__(self, rows: torch.Tensor, flips: torch.Tensor | None = None) -> torch.Tensor:
+        """The targets `(B, h * w, dim)` of `rows` (dataset indices), mirrored where `flips` (bools) is true."""
+        rows = rows.to(self.targets.device)
+        out = self.targets[rows]
+        if flips is None or not bool(flips.any()):
+            return out
+        if self.mirrored is None:
+            raise ValueError(
+                "These targets were cached without mirror images (`mirrored=False`): flipped rows need them."
+            )
+        return torch.where(flips.to(out.device).view(-1, 1, 1), self.mirrored[rows], out)

@@ -242,6 +242,13 @@ class TrainingConfig:
         default="mid_block",
     )
     repa_projector_dim: int = _help("REPA: hidden width of the projector (a 3-layer MLP).", default=2048)
+    cache_repa_targets: bool = _help(
+        "REPA: run the encoder once over every training image (and its mirror image, with `random_flip`) before "
+        "the first step and reuse its targets, instead of running it at every step. Memory: rows x 2 x the "
+        "aligned block's positions x the encoder's width floats (toy world: 131 MB); in a multi-process run every "
+        "process holds them all.",
+        default=False,
+    )
     noise_offset: float = _help(
         "Add offset * N(0, 1) per image and channel to the training noise (0 = off).", default=0.0
     )
@@ -417,6 +424,11 @@ class TrainingConfig:
             raise ValueError(
                 f"`{needs_images[0]}` needs the images, but `cache_latents` stores VAE latents: set `cache_latents: "
                 "false` (pixel-space models built from `unet_config` with 3 input channels cache nothing)."
+            )
+        if self.cache_repa_targets and not self.repa_encoder_name_or_path:
+            raise ValueError(
+                "`cache_repa_targets` caches REPA's targets, but REPA is off: set `repa_encoder_name_or_path`, or "
+                "drop `cache_repa_targets`."
             )
         if self.caption_column and not self.pretrained_pipeline and not self.use_text_encoder:
             raise ValueError(

@@ -377,12 +377,21 @@ def augment_waveform(
     return (crop_waveform(waveform, num_samples, min(offset, span)) * (sign * gain)).astype(np.float32)
 
 
-def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+def random_hflip(
+    images: torch.Tensor, generator: torch.Generator, p: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip each image of `(batch, channels, height, width)` left-right with probability `p` (from `generator`,
-    so a resumed run flips exactly as an uninterrupted one). Sound carries no left/right cue here, so a mirrored
-    scene is an equally valid picture of the same soundtrack."""
+    so a resumed run flips exactly as an uninterrupted one); returns the images and which were flipped (bools).
+    Sound carries no left/right cue here, so a mirrored scene is an equally valid picture of the same soundtrack."""
     flip = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images), flip
+
+
+def image_batches(dataset: SonifiedImageAudioDataset, batch_size: int) -> Iterator[torch.Tensor]:
+    """The `pixel_values` of every row of `dataset`, in row order, as `(B, 3, R, R)` batches."""
+    for start in range(0, len(dataset), batch_size):
+        rows = range(start, min(start + batch_size, len(dataset)))
+        yield torch.stack([dataset.pixel_values(i) for i in rows])
 
 
 def preprocess_image(image: PIL.Image.Image, resolution: int) -> torch.Tensor:
@@ -456,11 +465,18 @@ class SonifiedImageAudioDataset(torch.utils.data.Dataset):
         self.columns = [c for c in columns if c not in skip]
         self.num_rows = len(dataset)
         self.dataset = dataset.select_columns(self.columns) if self.columns else None  # all cached: read no rows
+        self.images = None if self.caches.latents else dataset.select_columns([image_column])
         self.resolution, self.sampling_rate, self.max_audio_seconds = resolution, sampling_rate, max_audio_seconds
         self.image_column, self.audio_column, self.caption_column = image_column, audio_column, caption_column
 
     def __len__(self) -> int:
         return self.num_rows
+
+    def pixel_values(self, index: int) -> torch.Tensor:
+        """Row `index`'s image as `(3, R, R)` in [-1, 1], as [`__getitem__`] gives it (no other column is read)."""
+        if self.images is None:
+            raise ValueError("This dataset reads cached VAE latents, not images.")
+        return preprocess_image(self.images[int(index)][self.image_column], self.resolution)
 
     def __getitem__(self, index: int) -> dict:
         row = self.dataset[int(index)] if self.dataset is not None else {}

@@ -142,6 +142,28 @@ def test_alignment_trains_the_projector_and_the_blocks_before_the_aligned_one_on
     assert alignment.cosine(projector, pixels).item() > cosine.item() + 0.1
 
 
+def test_cached_targets_are_each_rows_targets_mirrored_where_the_step_flipped_it(vlm_dir):
+    unet = UNet2DConditionModel(**UNET)
+    alignment = RepresentationAlignment.from_pretrained(vlm_dir, unet, "mid_block")
+    images = torch.rand(7, 3, 32, 32) * 2 - 1
+    cached = alignment.cache_targets(images.split(3), (8, 8), mirrored=True)  # batches of 3, 3 and 1
+    assert len(cached) == 7
+    rows, flips = torch.tensor([5, 0, 3, 6]), torch.tensor([True, False, True, False])
+    seen = torch.where(flips.view(-1, 1, 1, 1), images[rows].flip(-1), images[rows])  # what the UNet saw
+    live = alignment.target_features(seen, (8, 8))
+    torch.testing.assert_close(cached(rows, flips), live)
+    assert not torch.allclose(cached(rows), live)  # the mirror image's features are not the image's
+    with torch.no_grad(), alignment.capture():
+        unet(seen, 500, encoder_hidden_states=torch.zeros(4, 2, 16))
+    projector = alignment.make_projector(hidden_dim=32)
+    with_cache = alignment.cosine(projector, seen, cached(rows, flips))
+    torch.testing.assert_close(with_cache, alignment.cosine(projector, seen))
+    plain = alignment.cache_targets([images], (8, 8), mirrored=False)
+    torch.testing.assert_close(plain(rows[1:2], flips[1:2]), live[1:2])
+    with pytest.raises(ValueError, match="without mirror images"):
+        plain(rows, flips)
+
+
 def test_an_encoder_without_patches_or_weights_is_refused(tmp_path, vlm_dir):
     from transformers import ResNetConfig, ResNetModel
 

@@ -310,22 +310,29 @@ def test_dataset_rows_collate_and_bad_columns(tiny_dataset_dir):
     assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["pixel_values"].abs().max() <= 1.0
     assert batch["index"].tolist() == [0, 3] and batch["caption"] == ["scene 0", "scene 3"]
     assert len(batch["waveform"]) == 2 and batch["waveform"][0].shape == (24000,)  # 1.5 s <= 2 x 1 s window
+    every = torch.cat(list(tu.image_batches(rows, 3)))  # the rows' images in order, in batches of 3, 3 and 2
+    assert every.shape == (8, 3, 32, 32) and torch.equal(every[[0, 3]], batch["pixel_values"])
     caches = tu.FeatureCaches(audio={"pooled": torch.randn(8, 4)}, latents={"latent_moments": torch.randn(8, 8, 4, 4)})
     cached = tu.collate_examples([tu.SonifiedImageAudioDataset(ds, 32, 16000, 1.0, caches=caches)[i] for i in (1, 2)])
     assert set(cached) == {"index", "caption", "pooled", "latent_moments"}
     assert torch.equal(cached["pooled"], caches.audio["pooled"][[1, 2]])
+    with pytest.raises(ValueError, match="cached VAE latents"):
+        tu.SonifiedImageAudioDataset(ds, 32, 16000, 1.0, caches=caches).pixel_values(0)
 
 
-def test_random_hflip_flips_per_image_reproducibly():
+def test_random_hflip_flips_per_image_reproducibly_and_says_which():
     images = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3)
-    torch.testing.assert_close(tu.random_hflip(images, torch.Generator().manual_seed(0), p=1.0), images.flip(-1))
-    torch.testing.assert_close(tu.random_hflip(images, torch.Generator().manual_seed(0), p=0.0), images)
+    all_flipped, mask = tu.random_hflip(images, torch.Generator().manual_seed(0), p=1.0)
+    torch.testing.assert_close(all_flipped, images.flip(-1))
+    assert mask.tolist() == [True, True]
+    torch.testing.assert_close(tu.random_hflip(images, torch.Generator().manual_seed(0), p=0.0)[0], images)
     many = torch.randn(400, 3, 4, 4)
-    out = tu.random_hflip(many, torch.Generator().manual_seed(1))
+    out, mask = tu.random_hflip(many, torch.Generator().manual_seed(1))
     flipped = torch.tensor([torch.equal(o, m.flip(-1)) for o, m in zip(out, many)])
     unchanged = torch.tensor([torch.equal(o, m) for o, m in zip(out, many)])
     assert bool((flipped | unchanged).all()) and 150 < int(flipped.sum()) < 250
-    torch.testing.assert_close(out, tu.random_hflip(many, torch.Generator().manual_seed(1)))
+    assert torch.equal(mask, flipped)  # the mask names exactly the flipped images
+    torch.testing.assert_close(out, tu.random_hflip(many, torch.Generator().manual_seed(1))[0])
 
 
 def test_checkpoint_listing_rotation_and_resume(tmp_path):
