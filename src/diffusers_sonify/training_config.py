@@ -246,7 +246,7 @@ class TrainingConfig:
         "REPA: run the encoder once over every training image (and its mirror image, with `random_flip`) before "
         "the first step and reuse its targets, instead of running it at every step. Memory: rows x 2 x the "
         "aligned block's positions x the encoder's width floats (toy world: 131 MB); in a multi-process run every "
-        "process holds them all.",
+        "process holds them all. No effect without REPA.",
         default=False,
     )
     noise_offset: float = _help(
@@ -424,11 +424,6 @@ class TrainingConfig:
             raise ValueError(
                 f"`{needs_images[0]}` needs the images, but `cache_latents` stores VAE latents: set `cache_latents: "
                 "false` (pixel-space models built from `unet_config` with 3 input channels cache nothing)."
-            )
-        if self.cache_repa_targets and not self.repa_encoder_name_or_path:
-            raise ValueError(
-                "`cache_repa_targets` caches REPA's targets, but REPA is off: set `repa_encoder_name_or_path`, or "
-                "drop `cache_repa_targets`."
             )
         if self.caption_column and not self.pretrained_pipeline and not self.use_text_encoder:
             raise ValueError(

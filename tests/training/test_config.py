@@ -77,7 +77,6 @@ BAD_COMBINATIONS = {
         ["--pretrained_model_name_or_path", "org/base", "--repa_encoder_name_or_path", "org/dino", "--cache_latents"],
         ("repa_encoder_name_or_path", "cache_latents"),
     ),
-    "repa_cache_without_repa": (["--cache_repa_targets"], ("cache_repa_targets", "repa_encoder_name_or_path")),
     "rms_max_timestep_without_rms": (["--rms_max_timestep", "800"], ("rms_max_timestep", "loss_type")),
     "captions_without_text_encoder": (
         ["--pretrained_model_name_or_path", "org/base", "--caption_column", "caption"],
