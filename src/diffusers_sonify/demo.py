@@ -61,16 +61,16 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took on a 2-core Intel Xeon box with AMX, nothing else running, printed as the ETA of each
-# stage: d35's seed-2 run (RECIPE.md, d35: 617 s for the chain, in an hour when the box ran its training steps at 4.9
-# per second; at d34's 5.4-5.8 the same chain with 1,500 steps took 475-480 s).
+# stage: d36's seed-1 run (RECIPE.md, d36: 556 s for the chain, in an hour when the box ran its training steps at 5.5
+# per second; in a slow hour, at 4.5-4.9, d35's chain took 614-667 s before REPA's targets were cached).
 STAGE_ETA = {
     "corpora": 1,
-    "audio_encoder": 73,
-    "evaluation_inputs": 13,
-    "vlm": 69,
-    "build": 30,
-    "train": 386,
-    "evaluate": 45,
+    "audio_encoder": 70,
+    "evaluation_inputs": 12,
+    "vlm": 64,
+    "build": 28,
+    "train": 340,
+    "evaluate": 43,
 }
 # the diffusion training steps of STAGE_ETA's "train" stage: the training config's max_train_steps (a test checks)
 RECIPE_TRAIN_STEPS = 1800
