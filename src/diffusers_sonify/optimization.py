@@ -44,9 +44,9 @@ def orthogonalize(matrices: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> 
         x = x.transpose(1, 2)
     x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)  # spectral norm <= Frobenius norm <= 1
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
-    for _ in range(steps):
-        gram = x @ x.transpose(1, 2)
-        x = a * x + (b * gram + c * gram @ gram) @ x
+    for _ in range(steps):  # x <- a x + (b G + c G G) x with G = x x^T, as two fused `baddbmm` products
+        gram = torch.bmm(x, x.transpose(1, 2))
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.transpose(1, 2) if tall else x
 
 

@@ -11,6 +11,7 @@ from diffusers import UNet2DConditionModel
 from diffusers_sonify import training_utils as tu
 from diffusers_sonify.models import AudioProjectionModel
 from diffusers_sonify.optimization import (
+    NEWTON_SCHULZ_COEFFICIENTS,
     MuonAdamW,
     make_optimizer,
     muon_parameter_split,
@@ -40,6 +41,20 @@ def test_orthogonalize_approximates_the_polar_factor_at_any_scale(shape):
             assert torch.nn.functional.cosine_similarity(o.flatten(), polar(m).flatten(), dim=0) > 0.97
     with pytest.raises(ValueError, match="batch of matrices"):
         orthogonalize(torch.randn(8, 8))
+
+
+def test_orthogonalize_is_the_quintic_iteration_written_out():
+    """The fused products compute the Newton-Schulz polynomial of Jordan et al. term by term (to float rounding)."""
+    a, b, c = NEWTON_SCHULZ_COEFFICIENTS
+    g = torch.randn(4, 24, 56, generator=torch.Generator().manual_seed(3))
+    for matrices in (g, g.transpose(1, 2)):
+        x = matrices.transpose(1, 2) if matrices.shape[1] > matrices.shape[2] else matrices
+        x = x / (torch.linalg.matrix_norm(x, keepdim=True) + 1e-7)
+        for _ in range(5):
+            gram = x @ x.transpose(1, 2)
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        expected = x.transpose(1, 2) if matrices.shape[1] > matrices.shape[2] else x
+        torch.testing.assert_close(orthogonalize(matrices), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_muon_takes_the_hidden_weight_matrices_and_adamw_the_rest():
