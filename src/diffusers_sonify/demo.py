@@ -62,7 +62,7 @@ from .toyworld.evaluation import evaluate_parsed, retrieved_in_picture
 logger = logging.getLogger("diffusers_sonify.demo")
 # Seconds each stage took on a 2-core Intel Xeon box with AMX, nothing else running, printed as the ETA of each
 # stage: d36's seed-1 run (RECIPE.md, d36: 556 s for the chain, in an hour when the box ran its training steps at 5.5
-# per second; in a slow hour, at 4.5-4.9, d35's chain took 614-667 s before REPA's targets were cached).
+# per second; in slow hours, at 3.9-4.9, the chain took 614-755 s: d35, d37).
 STAGE_ETA = {
     "corpora": 1,
     "audio_encoder": 70,
