@@ -11,6 +11,7 @@ from diffusers import UNet2DConditionModel
 from diffusers_sonify import training_utils as tu
 from diffusers_sonify.models import AudioProjectionModel
 from diffusers_sonify.optimization import (
+    GRAM_FORM_MIN_ASPECT,
     NEWTON_SCHULZ_COEFFICIENTS,
     MuonAdamW,
     make_optimizer,
@@ -43,10 +44,18 @@ def test_orthogonalize_approximates_the_polar_factor_at_any_scale(shape):
         orthogonalize(torch.randn(8, 8))
 
 
-def test_orthogonalize_is_the_quintic_iteration_written_out():
-    """The fused products compute the Newton-Schulz polynomial of Jordan et al. term by term (to float rounding)."""
+@pytest.mark.parametrize("rows, cols, rank, gram_form", [(24, 56, None, False), (8, 72, None, True), (6, 40, 2, True)])
+def test_orthogonalize_is_the_quintic_iteration_written_out(rows, cols, rank, gram_form):
+    """Both forms (fused products below `GRAM_FORM_MIN_ASPECT` columns per row, the Gram form from there on) compute
+    the Newton-Schulz polynomial of Jordan et al. term by term (to float rounding), for full-rank and rank-deficient
+    updates alike, in either orientation."""
+    assert (cols >= GRAM_FORM_MIN_ASPECT * rows) == gram_form  # each case takes the form it is meant to test
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
-    g = torch.randn(4, 24, 56, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    if rank is None:
+        g = torch.randn(4, rows, cols, generator=gen)
+    else:
+        g = torch.randn(4, rows, rank, generator=gen) @ torch.randn(4, rank, cols, generator=gen)
     for matrices in (g, g.transpose(1, 2)):
         x = matrices.transpose(1, 2) if matrices.shape[1] > matrices.shape[2] else matrices
         x = x / (torch.linalg.matrix_norm(x, keepdim=True) + 1e-7)
@@ -54,7 +63,14 @@ def test_orthogonalize_is_the_quintic_iteration_written_out():
             gram = x @ x.transpose(1, 2)
             x = a * x + (b * gram + c * gram @ gram) @ x
         expected = x.transpose(1, 2) if matrices.shape[1] > matrices.shape[2] else x
-        torch.testing.assert_close(orthogonalize(matrices), expected, atol=1e-5, rtol=1e-5)
+        out = orthogonalize(matrices)
+        if rank is None:
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        else:  # beyond the rank both carry only rounding noise (singular values ~1e-5), amplified differently
+            svd = torch.linalg.svdvals
+            torch.testing.assert_close(svd(out)[:, :rank], svd(expected)[:, :rank], atol=1e-5, rtol=1e-5)
+            assert svd(out)[:, rank:].max() < 1e-4 and svd(expected)[:, rank:].max() < 1e-4
+            torch.testing.assert_close(out, expected, atol=5e-4, rtol=0)
 
 
 def test_muon_takes_the_hidden_weight_matrices_and_adamw_the_rest():
