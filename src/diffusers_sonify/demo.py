@@ -638,9 +638,9 @@ def main(argv: list[str] | None = None) -> dict:
         type=_positive_int,
         default=None,
         help=f"diffusion training steps (default: the training config's max_train_steps, {RECIPE_TRAIN_STEPS}, which "
-        "keeps the chain near 10 minutes on a 2-core box and meets every picture bar on the three measured seeds); "
-        "3000 draws the outlines better still (d30's recipe: shape 0.96-0.98) and takes about 6 minutes more "
-        "(toyworld/RECIPE.md, 'd30', 'd35')",
+        "took the chain 9-13 minutes on the measured 2-core boxes and met every picture bar on the Xeon's three "
+        "seeds, two-source mixing at its bar on the EPYC's); 3000 draws the outlines better still (d30's recipe: "
+        "shape 0.96-0.98) and takes about 6 minutes more (toyworld/RECIPE.md, 'd30', 'd35', 'd38')",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
