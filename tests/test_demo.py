@@ -216,6 +216,20 @@ def test_train_steps_must_be_a_positive_whole_number(capsys):
         assert "--train_steps" in capsys.readouterr().err
 
 
+def test_stage_estimates_follow_the_boxs_pace_once_a_timed_stage_is_done():
+    eta = demo.STAGE_ETA
+    # nothing timed yet (the corpora stage is too short to say anything about the box): the measured box's seconds
+    assert demo.stage_eta("train", demo.RECIPE_TRAIN_STEPS, {}) == (eta["train"], None)
+    assert demo.stage_eta("train", demo.RECIPE_TRAIN_STEPS, {"corpora": 40.0})[1] is None
+    assert demo.stage_eta("train", 2 * demo.RECIPE_TRAIN_STEPS, {})[0] == 2 * eta["train"]
+    # a box that took twice the measured time for the encoder and three times for the build is 2.x slower overall
+    done = {"corpora": 5.0, "audio_encoder": 2 * eta["audio_encoder"], "build": 3 * eta["build"]}
+    pace = (2 * eta["audio_encoder"] + 3 * eta["build"]) / (eta["audio_encoder"] + eta["build"])
+    measured, here = demo.stage_eta("evaluate", demo.RECIPE_TRAIN_STEPS, done)
+    assert measured == eta["evaluate"] and here == pytest.approx(pace * eta["evaluate"])
+    assert 2 < pace < 3
+
+
 def test_seed_summary_gives_min_median_max_and_bars_met():
     runs = {
         0: {"class_accuracy": 1.0, "background_noise": 0.03, "quick": False, "bars_met": {"class_accuracy": True}},

@@ -75,6 +75,20 @@ STAGE_ETA = {
 # the diffusion training steps of STAGE_ETA's "train" stage: the training config's max_train_steps (a test checks)
 RECIPE_TRAIN_STEPS = 1800
 
+
+def stage_eta(name: str, train_steps: int, done: dict[str, float]) -> tuple[float, float | None]:
+    """The seconds stage `name` took on the measured box (`STAGE_ETA`, the training stage scaled to `train_steps`),
+    and that times this box's pace so far: the seconds the stages in `done` took over what they took there (None
+    until a stage of 10 s or more is done). A guide, not a promise: a 2-core AMD EPYC without bf16 arithmetic ran
+    the stages before the training 2.2x and its fp32 training 3.0-3.3x slower than the Xeon (toyworld/RECIPE.md,
+    d40)."""
+    measured = STAGE_ETA[name] * (train_steps / RECIPE_TRAIN_STEPS if name == "train" else 1)
+    timed = [stage for stage in done if STAGE_ETA.get(stage, 0) >= 10]
+    if not timed:
+        return measured, None
+    return measured, measured * sum(done[s] for s in timed) / sum(STAGE_ETA[s] for s in timed)
+
+
 # The acceptance bars of the toy world (issues 5 and 15); the demo reports each measured value against its bar.
 BARS = {
     "pairing_accuracy": (">=", 0.95),
@@ -638,9 +652,10 @@ def main(argv: list[str] | None = None) -> dict:
         type=_positive_int,
         default=None,
         help=f"diffusion training steps (default: the training config's max_train_steps, {RECIPE_TRAIN_STEPS}, which "
-        "took the chain 9-13 minutes on the measured 2-core boxes and met every picture bar on the Xeon's three "
-        "seeds, two-source mixing at its bar on the EPYC's); 3000 draws the outlines better still (d30's recipe: "
-        "shape 0.96-0.98) and takes about 6 minutes more (toyworld/RECIPE.md, 'd30', 'd35', 'd38')",
+        "took the chain 9-13 minutes on the measured 2-core boxes with bf16 arithmetic, 26-28 on one without, and met "
+        "every picture bar on the Xeon's three seeds, two of three on the EPYCs'); 3000 draws the outlines better "
+        "still (d30's recipe: shape 0.96-0.98) and takes about 6 minutes more on a bf16 box (toyworld/RECIPE.md, "
+        "'d30', 'd35', 'd38', 'd40')",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -762,9 +777,17 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     def begin(name: str) -> float:
         if not args.quick:
-            eta = STAGE_ETA[name] * (train_steps / RECIPE_TRAIN_STEPS if name == "train" else 1)
+            measured, here = stage_eta(name, train_steps, stages)
             total = len(STAGE_ETA) - (args.describer != "vlm")
-            logger.info("[demo] %d/%d %s: about %d s on the measured 2-core box", len(stages) + 1, total, name, eta)
+            pace = "" if here is None else f"; at this box's pace so far, about {here:.0f} s"
+            logger.info(
+                "[demo] %d/%d %s: about %d s on the measured 2-core box%s",
+                len(stages) + 1,
+                total,
+                name,
+                measured,
+                pace,
+            )
         return time.time()
 
     def stage(name: str, t0: float) -> None:

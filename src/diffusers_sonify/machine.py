@@ -41,9 +41,18 @@ def cpu_has_native_bf16() -> bool:
 
 
 def cpu_summary() -> str:
-    """`"<CPU model>, <n> cores"`: the cores this process may use (a container's CPU set, not the host's)."""
+    """`"<CPU model> (family <f> model <m>), <n> cores, <bf16>"`: the cores this process may use (a container's CPU
+    set, not the host's), and whether it does bf16 arithmetic in hardware, which decides the demo's precision.
+
+    Virtual machines often name only the vendor's line ("AMD EPYC" for a Zen 3 with AVX2 and a Zen 4 with AVX-512
+    BF16 alike: toyworld/RECIPE.md, d38 and d40), so the x86 family and model numbers are given where /proc/cpuinfo
+    has them.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()}, {cores} cores"
+    family, model = _cpuinfo_value("cpu family"), _cpuinfo_value("model\t")
+    ident = f" (family {family} model {model})" if family and model else ""
+    bf16 = "bf16 arithmetic in hardware" if cpu_has_native_bf16() else "no bf16 arithmetic in hardware"
+    return f"{cpu_model()}{ident}, {cores} cores, {bf16}"
 
 
 def free_port() -> int:
